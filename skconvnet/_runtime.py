@@ -1,0 +1,97 @@
+"""Running Keras models on batches of images, and the random seed scope.
+
+Shared by the feature extractor and the classifier: a batch loader runs in a
+background thread while the model works on the previous batch, batches keep a
+fixed shape (the last one is padded) so the compiled predict step is traced
+once, and results go straight into a preallocated output array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import keras
+import numpy as np
+
+__all__ = ["seeded", "predict_source", "progress_bar"]
+
+
+@contextlib.contextmanager
+def seeded(seed):
+    """Seed Python, NumPy and the Keras backend for the block; restore Python and NumPy.
+
+    ``seed=None`` leaves everything as it is. The backend's global seed (e.g.
+    TensorFlow's) cannot be read back, so it stays set after the block.
+    """
+    if seed is None:
+        yield
+        return
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+class _NullProgress:
+    def update(self, current):
+        pass
+
+
+def progress_bar(total, verbose, unit="image"):
+    """One Keras progress bar when ``verbose`` (a single line, updated in place)."""
+    if not verbose:
+        return _NullProgress()
+    return keras.utils.Progbar(total, unit_name=unit)
+
+
+def predict_source(model, source, batch_size, *, verbose=0, on_failures=None):
+    """Run ``model`` over every image of ``source``.
+
+    Parameters
+    ----------
+    model : keras.Model
+    source : object with ``__len__`` and ``load(slice) -> (batch, failures)``
+    batch_size : int
+    verbose : int
+        Show a progress bar.
+    on_failures : callable or None
+        Called with ``(start, failures)`` for each batch with unreadable files.
+
+    Returns
+    -------
+    outputs : ndarray of float32, shape (len(source),) + model output shape
+    """
+    n = len(source)
+    starts = list(range(0, n, batch_size))
+    outputs = None
+    progress = progress_bar(n, verbose)
+    # One loader thread keeps the next batch decoding while the model runs.
+    with ThreadPoolExecutor(1, thread_name_prefix="skconvnet-batch") as loader:
+        pending = loader.submit(source.load, slice(0, min(batch_size, n)))
+        for i, start in enumerate(starts):
+            batch, failures = pending.result()
+            if i + 1 < len(starts):
+                nxt = starts[i + 1]
+                pending = loader.submit(source.load, slice(nxt, min(nxt + batch_size, n)))
+            if failures and on_failures is not None:
+                on_failures(start, failures)
+            count = len(batch)
+            if count < batch_size and n > batch_size:
+                # Pad the short last batch: same shape as the others, no retracing.
+                pad = np.zeros((batch_size - count,) + batch.shape[1:], dtype=batch.dtype)
+                batch = np.concatenate([batch, pad])
+            result = keras.ops.convert_to_numpy(model.predict_on_batch(batch))[:count]
+            if outputs is None:
+                outputs = np.empty((n,) + result.shape[1:], dtype=np.float32)
+            outputs[start:start + count] = result
+            progress.update(start + count)
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+    return outputs
