@@ -90,9 +90,7 @@ def build_base(spec, weights, input_size):
     """
     input_shape = (input_size, input_size, 3)
     load_from = None
-    if weights == "imagenet" and spec.imagenet_weights is not None:
-        load_from = spec.imagenet_weights()
-    elif isinstance(weights, str) and weights in spec.named_weights:
+    if isinstance(weights, str) and weights in spec.named_weights:
         load_from = spec.named_weights[weights]()
     elif weights is not None and weights != "imagenet":
         load_from = os.fspath(weights)

@@ -63,9 +63,6 @@ class BaseSpec:
         Offline weight sources beyond ``"imagenet"``: ``name -> provider()``
         returning the path of a local weights file for the ``include_top=False``
         base.
-    imagenet_weights : callable or None
-        When set, ``weights="imagenet"`` is resolved by this provider (a local
-        file) instead of the builder's download.
     fixed_size : bool
         Whether the base only accepts ``default_size`` with pretrained weights.
     """
@@ -80,7 +77,6 @@ class BaseSpec:
     block_marks: str = "start"
     preprocess_input: Callable | None = None
     named_weights: Mapping[str, Callable[[], str]] = field(default_factory=dict)
-    imagenet_weights: Callable[[], str] | None = None
     fixed_size: bool = False
 
     def __post_init__(self):
@@ -224,7 +220,7 @@ _apps = keras.applications
 
 
 def _keras_app(name, builder, module, preprocessing, default_size, width, pattern,
-               min_size=32, marks="start", fixed_size=False):
+               min_size=32, marks="start", fixed_size=False, named_weights=None):
     register_base(
         BaseSpec(
             name=name,
@@ -237,15 +233,31 @@ def _keras_app(name, builder, module, preprocessing, default_size, width, patter
             block_marks=marks,
             preprocess_input=module.preprocess_input,
             fixed_size=fixed_size,
+            named_weights=named_weights or {},
         )
     )
+
+
+# Offline weight sources import their converters only when asked for.
+def _hed_bsds500():
+    from .weights import hed_bsds500_vgg16
+
+    return hed_bsds500_vgg16()
+
+
+def _efficientnet_lite0(include_top=True, weights="imagenet", input_shape=None, classes=1000):
+    from .efficientnet_lite import EfficientNetLite0
+
+    return EfficientNetLite0(include_top=include_top, weights=weights,
+                             input_shape=input_shape, classes=classes)
 
 
 _VGG = r"^(block\d+)_"
 _RESNET = r"^(conv\d+_block\d+|post)_"
 _EFFICIENTNET = r"^(block\d+[a-z]|top)_"
 
-_keras_app("vgg16", _apps.VGG16, _apps.vgg16, "caffe", 224, 512, _VGG)
+_keras_app("vgg16", _apps.VGG16, _apps.vgg16, "caffe", 224, 512, _VGG,
+           named_weights={"hed-bsds500": _hed_bsds500})
 _keras_app("vgg19", _apps.VGG19, _apps.vgg19, "caffe", 224, 512, _VGG)
 for _depth in (50, 101, 152):
     _keras_app(f"resnet{_depth}", getattr(_apps, f"ResNet{_depth}"), _apps.resnet,
@@ -290,3 +302,15 @@ _keras_app("nasnetmobile", _apps.NASNetMobile, _apps.nasnet, "tf", 224, 1056,
            r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end", fixed_size=True)
 _keras_app("nasnetlarge", _apps.NASNetLarge, _apps.nasnet, "tf", 331, 4032,
            r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end", fixed_size=True)
+
+register_base(
+    BaseSpec(
+        name="efficientnet_lite0",
+        builder=_efficientnet_lite0,
+        preprocessing="lite",
+        default_size=224,
+        min_size=32,
+        feature_width=1280,
+        block_pattern=_EFFICIENTNET,
+    )
+)
