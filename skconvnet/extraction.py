@@ -79,6 +79,47 @@ def check_input_size(estimator, spec, base, input_size):
     return size
 
 
+def validate_image_params(estimator):
+    """Validate the parameters both estimators share; resolve base, weights, size, seed.
+
+    Returns
+    -------
+    spec : BaseSpec or None (a keras.Model base)
+    weights, input_size, seed, background
+    """
+    name = type(estimator).__name__
+    if not isinstance(estimator.base, (str, keras.Model)):
+        raise InvalidParameterError(
+            f"The 'base' parameter of {name} must be a registered base name (see "
+            f"skconvnet.list_bases()) or a keras.Model. Got {estimator.base!r} instead."
+        )
+    spec = resolve_base(estimator.base)
+    weights = check_weights(estimator, spec, estimator.weights) if spec is not None else None
+    check_int(estimator, "batch_size", estimator.batch_size, low=1)
+    check_int(estimator, "verbose", estimator.verbose, low=0)
+    seed = check_random_state_param(estimator, estimator.random_state)
+    background = check_background(estimator, estimator.background)
+    image_shape = estimator.image_shape
+    if image_shape is not None and not (
+        isinstance(image_shape, (tuple, list))
+        and len(image_shape) in (2, 3)
+        and all(isinstance(d, numbers.Integral) and (d > 0 or d == -1) for d in image_shape)
+    ):
+        raise InvalidParameterError(
+            f"The 'image_shape' parameter of {name} must be None or a tuple (height, "
+            "width) or (height, width, channels) of positive ints (one may be -1). "
+            f"Got {image_shape!r} instead."
+        )
+    base_model = estimator.base if spec is None else None
+    size = check_input_size(estimator, spec, base_model, estimator.input_size)
+    if estimator.layer is not None and not isinstance(estimator.layer, (str, numbers.Integral)):
+        raise InvalidParameterError(
+            f"The 'layer' parameter of {name} must be None, a layer name or an int index. "
+            f"Got {estimator.layer!r} instead."
+        )
+    return spec, weights, size, seed, background
+
+
 class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Turn images into feature vectors with a pretrained convolutional base.
 
@@ -199,37 +240,9 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     # ------------------------------------------------------------------
     def _validate_params(self):
-        if not isinstance(self.base, (str, keras.Model)):
-            raise InvalidParameterError(
-                f"The 'base' parameter of {type(self).__name__} must be a registered base "
-                f"name (see skconvnet.list_bases()) or a keras.Model. Got {self.base!r} instead."
-            )
-        spec = resolve_base(self.base)
-        weights = check_weights(self, spec, self.weights) if spec is not None else None
+        spec, weights, size, seed, background = validate_image_params(self)
         check_param(self, "pooling", self.pooling, POOLING_OPTIONS)
-        check_int(self, "batch_size", self.batch_size, low=1)
         check_param(self, "on_error", self.on_error, ("raise", "skip"))
-        check_int(self, "verbose", self.verbose, low=0)
-        seed = check_random_state_param(self, self.random_state)
-        background = check_background(self, self.background)
-        if self.image_shape is not None and not (
-            isinstance(self.image_shape, (tuple, list))
-            and len(self.image_shape) in (2, 3)
-            and all(isinstance(d, numbers.Integral) and (d > 0 or d == -1)
-                    for d in self.image_shape)
-        ):
-            raise InvalidParameterError(
-                f"The 'image_shape' parameter of {type(self).__name__} must be None or a "
-                "tuple (height, width) or (height, width, channels) of positive ints (one "
-                f"may be -1). Got {self.image_shape!r} instead."
-            )
-        base_model = self.base if spec is None else None
-        size = check_input_size(self, spec, base_model, self.input_size)
-        if self.layer is not None and not isinstance(self.layer, (str, numbers.Integral)):
-            raise InvalidParameterError(
-                f"The 'layer' parameter of {type(self).__name__} must be None, a layer name "
-                f"or an int index. Got {self.layer!r} instead."
-            )
         return spec, weights, size, seed, background
 
     def _model_key(self, spec, size):

@@ -1,0 +1,492 @@
+"""FineTunedConvClassifier: two-phase fine-tuning of a pretrained base as a classifier."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted
+
+from ._runtime import predict_source, seeded
+from ._validation import InvalidParameterError, check_float, check_int, check_param
+from .augmentation import augmentation_layers, check_augment
+from .extraction import validate_image_params
+from .images import image_source
+from .layers import ImagePreprocessing
+from .models import POOLING_OPTIONS, build_base, cut_base, layer_index, pooling_layer
+
+__all__ = ["FineTunedConvClassifier"]
+
+
+class _Batches(keras.utils.PyDataset):
+    """Training batches drawn from an image source, reshuffled every epoch."""
+
+    def __init__(self, source, indices, targets, weights, batch_size, seed, shuffle):
+        super().__init__()
+        self.source, self.indices = source, np.asarray(indices)
+        self.targets, self.weights = targets, weights
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = self.indices.copy()
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __getitem__(self, i):
+        chosen = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        images, _ = self.source.load(chosen)
+        if self.weights is None:
+            return images, self.targets[chosen]
+        return images, self.targets[chosen], self.weights[chosen]
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.order = self.rng.permutation(self.indices)
+
+
+def _is_batchnorm(layer):
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def weighted_layers(base):
+    """Indices of the base's layers with weights, BatchNormalization excluded."""
+    return [i for i, layer in enumerate(base.layers) if layer.weights and not _is_batchnorm(layer)]
+
+
+def set_trainable_from(base, start):
+    """Freeze the base below layer index ``start`` (None: all of it); BN always frozen.
+
+    Setting ``trainable=False`` on each BatchNormalization layer keeps it in
+    inference mode during training (Keras 3: ``training=False`` alone is not
+    enough, keras-team/keras#20285); the caller recompiles afterwards.
+    """
+    base.trainable = start is not None
+    for i, layer in enumerate(base.layers):
+        layer.trainable = start is not None and i >= start and not _is_batchnorm(layer)
+
+
+class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
+    """Fine-tune a pretrained convolutional base as a scikit-learn classifier.
+
+    A new head (pooling, ``Dense(head_units, relu)``, ``Dropout``, output layer)
+    is put on the base. Phase 1 (warm-up) trains the head with the base
+    frozen; phase 2 unfreezes the top of the base and trains it with the head
+    at a low learning rate. BatchNormalization layers of the base stay frozen,
+    in inference mode, throughout.
+
+    Parameters
+    ----------
+    base : str or keras.Model, default="vgg16"
+        A registered base (see :func:`skconvnet.list_bases`) or a Keras model
+        taking RGB images in ``[0, 255]``; a model is copied, never trained in place.
+    weights : str, path or None, default="imagenet"
+        Initial weights of the base, as for :class:`ConvFeatureExtractor`.
+    layer : str, int or None, default=None
+        Where to cut the base (None: its last convolutional output).
+    input_size : int or None, default=150
+        Side of the square images fed to the base (None: the base's default).
+    pooling : {"avg", "max", "flatten"}, default="avg"
+        How the feature maps reach the head.
+    head_units : int, default=256
+        Width of the hidden Dense layer of the head; 0 for a linear head.
+    dropout : float, default=0.5
+        Dropout rate before the output layer.
+    augment : None, "standard" or dict, default=None
+        On-the-fly augmentation of training batches (never at predict time).
+        ``"standard"`` is the seed recipe (rotation 40 degrees, shifts 0.2,
+        shear 0.2, zoom 0.2, horizontal flip); a dict takes the keys
+        ``rotation_range``, ``width_shift_range``, ``height_shift_range``,
+        ``shear_range``, ``zoom_range``, ``horizontal_flip``.
+    warmup_epochs : int, default=5
+        Epochs of phase 1 (head only).
+    epochs : int, default=10
+        Epochs of phase 2 (top of the base and head); unused when ``unfreeze=0``.
+    unfreeze : int, str, default=0
+        What phase 2 trains: ``0`` nothing (phase 2 is skipped), an int N the top
+        N layers of the base that have weights (BatchNormalization not counted),
+        a layer name (that layer and all above it, e.g. ``"block5_conv1"``), or
+        ``"all"``.
+    learning_rate : float, default=1e-5
+        RMSprop learning rate of phase 2.
+    warmup_learning_rate : float, default=1e-3
+        RMSprop learning rate of phase 1.
+    batch_size : int, default=32
+        Images per training step and per forward pass.
+    class_weight : "balanced" or None, default=None
+        Weight samples inversely to class frequency.
+    validation_fraction : float or None, default=None
+        Hold out this stratified fraction of the training data to monitor
+        ``val_loss``/``val_accuracy`` (recorded in ``history_``).
+    n_iter_no_change : int or None, default=None
+        With ``validation_fraction``: stop a phase after this many epochs
+        without a better ``val_loss`` and restore the best weights.
+    image_shape : tuple or None, default=None
+        Shape of one image when ``X`` is 2-D (see :class:`ConvFeatureExtractor`).
+    background : {"white", "black"} or tuple, default="white"
+        Colour behind transparent pixels of image files.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the head's initialisation, shuffling, dropout and augmentation:
+        the same seed and data give the same predictions on CPU.
+    verbose : int, default=0
+        ``1`` shows Keras' progress bar for each epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    model_ : keras.Model
+        The trained network: augmentation, preprocessing, base, head.
+    history_ : list of dict
+        One record per epoch of both phases: ``phase`` ("warmup" or
+        "finetune"), ``epoch`` (counting across phases), ``loss``,
+        ``accuracy`` and, with a validation split, ``val_loss``,
+        ``val_accuracy``.
+    n_trainable_layers_ : int
+        Layers of the base trained in phase 2.
+    input_size_ : int
+        The side images are resized to.
+    n_features_in_ : int
+        Values per row, only when fitted on a 2-D array of flattened images.
+
+    See Also
+    --------
+    ConvFeatureExtractor : Frozen features for any scikit-learn classifier.
+
+    Notes
+    -----
+    Determinism: on CPU, a fixed ``random_state`` gives identical predictions
+    run to run. On GPU, cuDNN convolutions and reductions are not bitwise
+    deterministic unless ``TF_DETERMINISTIC_OPS=1`` (TensorFlow) or the JAX
+    equivalent is set, and results may differ in the last digits.
+
+    Pickles (``joblib.dump``) hold the trained weights and run code when
+    loaded; share models with :func:`skconvnet.save` instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skconvnet import FineTunedConvClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog"] * 4)
+    >>> clf = FineTunedConvClassifier("vgg16", weights=None, input_size=32, head_units=8,
+    ...                               warmup_epochs=1, unfreeze=2, epochs=1,
+    ...                               random_state=0).fit(X, y)
+    >>> clf.predict_proba(X).shape
+    (8, 2)
+    """
+
+    def __init__(
+        self,
+        base="vgg16",
+        *,
+        weights="imagenet",
+        layer=None,
+        input_size=150,
+        pooling="avg",
+        head_units=256,
+        dropout=0.5,
+        augment=None,
+        warmup_epochs=5,
+        epochs=10,
+        unfreeze=0,
+        learning_rate=1e-5,
+        warmup_learning_rate=1e-3,
+        batch_size=32,
+        class_weight=None,
+        validation_fraction=None,
+        n_iter_no_change=None,
+        image_shape=None,
+        background="white",
+        random_state=None,
+        verbose=0,
+    ):
+        self.base = base
+        self.weights = weights
+        self.layer = layer
+        self.input_size = input_size
+        self.pooling = pooling
+        self.head_units = head_units
+        self.dropout = dropout
+        self.augment = augment
+        self.warmup_epochs = warmup_epochs
+        self.epochs = epochs
+        self.unfreeze = unfreeze
+        self.learning_rate = learning_rate
+        self.warmup_learning_rate = warmup_learning_rate
+        self.batch_size = batch_size
+        self.class_weight = class_weight
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.image_shape = image_shape
+        self.background = background
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------
+    def _validate_params(self):
+        resolved = validate_image_params(self)
+        check_param(self, "pooling", self.pooling, [p for p in POOLING_OPTIONS if p])
+        check_int(self, "head_units", self.head_units, low=0)
+        check_float(self, "dropout", self.dropout, low=0.0, high=1.0, high_open=True)
+        settings = check_augment(self, self.augment)
+        check_int(self, "warmup_epochs", self.warmup_epochs, low=0)
+        check_int(self, "epochs", self.epochs, low=0)
+        check_float(self, "learning_rate", self.learning_rate, low=0.0, low_open=True)
+        check_float(self, "warmup_learning_rate", self.warmup_learning_rate, low=0.0,
+                    low_open=True)
+        check_param(self, "class_weight", self.class_weight, (None, "balanced"))
+        check_float(self, "validation_fraction", self.validation_fraction, low=0.0, high=1.0,
+                    low_open=True, high_open=True, allow_none=True)
+        check_int(self, "n_iter_no_change", self.n_iter_no_change, low=1, allow_none=True)
+        unfreeze = self.unfreeze
+        if not (
+            (isinstance(unfreeze, numbers.Integral) and not isinstance(unfreeze, bool)
+             and unfreeze >= 0)
+            or isinstance(unfreeze, str)
+        ):
+            raise InvalidParameterError(
+                f"The 'unfreeze' parameter of {type(self).__name__} must be an int >= 0, "
+                f"a layer name of the base or 'all'. Got {unfreeze!r} instead."
+            )
+        if self.warmup_epochs == 0 and (self.epochs == 0 or unfreeze == 0):
+            raise InvalidParameterError(
+                f"{type(self).__name__} would train nothing: warmup_epochs=0 and "
+                f"{'epochs=0' if self.epochs == 0 else 'unfreeze=0'}. Set warmup_epochs >= 1, "
+                "or unfreeze and epochs >= 1."
+            )
+        return resolved, settings
+
+    def _unfreeze_start(self, base):
+        """Index of the first base layer trained in phase 2, or None for none."""
+        if self.unfreeze == 0:
+            return None
+        if self.unfreeze == "all":
+            return 0
+        if isinstance(self.unfreeze, str):
+            return layer_index(self, base, self.unfreeze, param="unfreeze")
+        weighted = weighted_layers(base)
+        if self.unfreeze > len(weighted):
+            raise InvalidParameterError(
+                f"The 'unfreeze' parameter of {type(self).__name__} must be at most "
+                f"{len(weighted)}, the number of layers with weights in this base "
+                f"(BatchNormalization not counted), or 'all'. Got {self.unfreeze!r} instead."
+            )
+        return weighted[-self.unfreeze]
+
+    def _build(self, spec, weights, size, seed, n_outputs, settings):
+        if spec is None:
+            base = keras.models.clone_model(self.base)
+            base.set_weights(self.base.get_weights())
+            preprocessing = "none"
+        else:
+            base = build_base(spec, weights, size)
+            preprocessing = spec.preprocessing
+        base = cut_base(self, base, self.layer)
+        inputs = keras.Input((size, size, 3), name="image")
+        x = inputs
+        augmentation = augmentation_layers(settings, seed)
+        if augmentation is not None:
+            x = augmentation(x)
+        x = ImagePreprocessing(preprocessing, name="preprocessing")(x)
+        x = base(x)
+        pool = pooling_layer(self.pooling, len(base.output.shape))
+        if pool is not None:
+            x = pool(x)
+        if self.head_units:
+            x = keras.layers.Dense(self.head_units, activation="relu", name="head_dense")(x)
+        if self.dropout:
+            x = keras.layers.Dropout(self.dropout, seed=seed, name="head_dropout")(x)
+        activation = "sigmoid" if n_outputs == 1 else "softmax"
+        outputs = keras.layers.Dense(n_outputs, activation=activation, name="predictions")(x)
+        return keras.Model(inputs, outputs, name="finetuned"), base
+
+    # ------------------------------------------------------------------
+    def fit(self, X, y):
+        """Train the head, then fine-tune the top of the base.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images, in any form :class:`ConvFeatureExtractor` accepts.
+        y : array-like of shape (n_images,)
+            Class labels (ints, strings, bools); at least two classes.
+
+        Returns
+        -------
+        self : FineTunedConvClassifier
+            The fitted classifier.
+        """
+        (spec, weights, size, seed, background), settings = self._validate_params()
+        source = image_source(X, size, image_shape=self.image_shape, background=background)
+        y = self._check_targets(y, len(source))
+        encoder = LabelEncoder().fit(y)
+        targets = encoder.transform(y)
+        n_classes = len(encoder.classes_)
+        sample_weight = None
+        if self.class_weight == "balanced":
+            per_class = compute_class_weight("balanced", classes=np.arange(n_classes), y=targets)
+            sample_weight = per_class[targets].astype(np.float32)
+        indices = np.arange(len(targets))
+        validation = None
+        if self.validation_fraction:
+            indices, held_out = train_test_split(
+                indices, test_size=self.validation_fraction, stratify=targets,
+                random_state=seed if seed is not None else 0)
+            validation = _Batches(source, held_out, targets.astype(np.float32), None,
+                                  self.batch_size, seed, shuffle=False)
+        n_outputs = 1 if n_classes == 2 else n_classes
+        loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
+
+        with seeded(seed):
+            model, base = self._build(spec, weights, size, seed, n_outputs, settings)
+            start = self._unfreeze_start(base)
+            train = _Batches(source, indices, targets.astype(np.float32), sample_weight,
+                             self.batch_size, seed, shuffle=True)
+            phases = [("warmup", None, self.warmup_learning_rate, self.warmup_epochs)]
+            if start is not None:
+                phases.append(("finetune", start, self.learning_rate, self.epochs))
+            history = []
+            for phase, phase_start, rate, n_epochs in phases:
+                if n_epochs == 0:
+                    continue
+                set_trainable_from(base, phase_start)
+                model.compile(optimizer=keras.optimizers.RMSprop(rate), loss=loss,
+                              metrics=["accuracy"])
+                callbacks = []
+                if validation is not None and self.n_iter_no_change:
+                    callbacks.append(keras.callbacks.EarlyStopping(
+                        monitor="val_loss", patience=self.n_iter_no_change,
+                        restore_best_weights=True))
+                record = model.fit(train, validation_data=validation, epochs=n_epochs,
+                                   callbacks=callbacks, verbose=self.verbose)
+                for i in range(len(record.history.get("loss", []))):
+                    entry = {"phase": phase, "epoch": len(history)}
+                    entry.update({k: float(v[i]) for k, v in record.history.items()})
+                    history.append(entry)
+        # Fit into locals, swap at the end: an exception or KeyboardInterrupt above
+        # leaves a previously fitted classifier exactly as it was.
+        self._model = model
+        self.classes_ = encoder.classes_
+        self.history_ = history
+        self.input_size_ = size
+        self.n_trainable_layers_ = 0 if start is None else sum(
+            1 for i in weighted_layers(base) if i >= start)
+        if source.flat_width is not None:
+            self.n_features_in_ = source.flat_width
+        elif hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        return self
+
+    def _check_targets(self, y, n_images):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D (one label per image); got shape {y.shape}.")
+        if len(y) != n_images:
+            raise ValueError(
+                f"X and y have inconsistent numbers of samples: {n_images} images but "
+                f"{len(y)} labels."
+            )
+        if y.dtype.kind == "f" and np.isnan(y).any():
+            raise ValueError(
+                f"y contains NaN labels (at index {int(np.flatnonzero(np.isnan(y))[0])}); "
+                "every image needs a label."
+            )
+        if y.dtype.kind == "O" and any(v is None or (isinstance(v, float) and math.isnan(v))
+                                       for v in y):
+            raise ValueError("y contains missing (None/NaN) labels; every image needs a label.")
+        target_type = type_of_target(y)
+        if target_type not in ("binary", "multiclass"):
+            raise ValueError(
+                f"Unknown label type: {target_type!r}. {type(self).__name__} needs class "
+                "labels (ints, strings or bools), not continuous values."
+            )
+        if len(np.unique(y)) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
+                f"but the data contains only one class: {np.unique(y)[0]!r}."
+            )
+        return y
+
+    # ------------------------------------------------------------------
+    @property
+    def model_(self):
+        """The trained Keras model, rebuilt from its saved weights after unpickling."""
+        check_is_fitted(self, "classes_")
+        if getattr(self, "_model", None) is None:
+            (spec, _, size, seed, _), settings = self._validate_params()
+            n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
+            with seeded(seed):
+                model, _ = self._build(spec, None, size, seed, n_outputs, settings)
+            model.set_weights(self.__dict__.pop("_model_weights"))
+            self._model = model
+        return self._model
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, n_classes)
+            Columns in the order of ``classes_``; rows sum to 1.
+        """
+        check_is_fitted(self, "classes_")
+        model = self.model_
+        source = image_source(X, self.input_size_, image_shape=self.image_shape,
+                              background=validate_image_params(self)[4])
+        expected = getattr(self, "n_features_in_", None)
+        if expected is not None and source.flat_width not in (None, expected):
+            raise ValueError(
+                f"X has {source.flat_width} features, but {type(self).__name__} is "
+                f"expecting {expected} features as input."
+            )
+        scores = predict_source(model, source, self.batch_size).astype(np.float64)
+        if scores.shape[1] == 1:
+            scores = np.hstack([1.0 - scores, scores])
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_images,)
+            Labels from ``classes_``.
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        model = state.pop("_model", None)
+        if model is not None:
+            state["_model_weights"] = model.get_weights()
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        tags.input_tags.three_d_array = True
+        tags.input_tags.positive_only = True
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = self.random_state is None
+        return tags
