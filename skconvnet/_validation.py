@@ -99,7 +99,9 @@ def check_path_like(value):
 
 
 def _describe_options(options):
-    shown = [repr(option) for option in options]
+    # A string starting with "a " describes a type ("a dict"), not a literal option.
+    shown = [option if isinstance(option, str) and option.startswith("a ") else repr(option)
+             for option in options]
     if len(shown) == 1:
         return f"{shown[0]}"
     return "one of " + ", ".join(shown[:-1]) + f" or {shown[-1]}"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
@@ -120,8 +122,9 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         RMSprop learning rate of phase 1.
     batch_size : int, default=32
         Images per training step and per forward pass.
-    class_weight : "balanced" or None, default=None
-        Weight samples inversely to class frequency.
+    class_weight : "balanced", dict or None, default=None
+        ``"balanced"`` weights samples inversely to class frequency; a dict maps
+        class labels to weights (missing classes weigh 1).
     validation_fraction : float or None, default=None
         Hold out this stratified fraction of the training data to monitor
         ``val_loss``/``val_accuracy`` (recorded in ``history_``).
@@ -243,7 +246,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         check_float(self, "learning_rate", self.learning_rate, low=0.0, low_open=True)
         check_float(self, "warmup_learning_rate", self.warmup_learning_rate, low=0.0,
                     low_open=True)
-        check_param(self, "class_weight", self.class_weight, (None, "balanced"))
+        if not isinstance(self.class_weight, dict):
+            check_param(self, "class_weight", self.class_weight, (None, "balanced", "a dict"))
         check_float(self, "validation_fraction", self.validation_fraction, low=0.0, high=1.0,
                     low_open=True, high_open=True, allow_none=True)
         check_int(self, "n_iter_no_change", self.n_iter_no_change, low=1, allow_none=True)
@@ -332,8 +336,14 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         targets = encoder.transform(y)
         n_classes = len(encoder.classes_)
         sample_weight = None
-        if self.class_weight == "balanced":
-            per_class = compute_class_weight("balanced", classes=np.arange(n_classes), y=targets)
+        if self.class_weight is not None:
+            class_weight = self.class_weight
+            if isinstance(class_weight, dict):
+                class_weight = {encoder.transform([label])[0]: weight
+                                for label, weight in class_weight.items()
+                                if label in encoder.classes_}
+            per_class = compute_class_weight(class_weight, classes=np.arange(n_classes),
+                                             y=targets)
             sample_weight = per_class[targets].astype(np.float32)
         indices = np.arange(len(targets))
         validation = None
@@ -387,8 +397,17 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _check_targets(self, y, n_images):
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected. Please change "
+                "the shape of y to (n_samples,), for example using ravel().",
+                DataConversionWarning, stacklevel=3,
+            )
             y = y.ravel()
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D (one label per image); got shape {y.shape}.")
@@ -414,7 +433,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         if len(np.unique(y)) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {np.unique(y)[0]!r}."
+                f"but the data contains only one class: {np.unique(y)[0].tolist()!r}."
             )
         return y
 
@@ -473,7 +492,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         y_pred : ndarray of shape (n_images,)
             Labels from ``classes_``.
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -1,0 +1,326 @@
+"""FineTunedConvClassifier: learning, what each phase may change, sklearn behaviour, errors."""
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import joblib
+import keras
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from conftest import make_shapes
+from skconvnet import FineTunedConvClassifier, InvalidParameterError
+
+
+def tiny_classifier(**params):
+    defaults = dict(base="tiny", weights=None, input_size=16, head_units=16, dropout=0.2,
+                    warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
+                    learning_rate=1e-3, batch_size=8, random_state=0)
+    defaults.update(params)
+    return FineTunedConvClassifier(**defaults)
+
+
+def _base(clf):
+    return clf.model_.get_layer("tiny")
+
+
+def _base_weights(clf):
+    return {layer.name: [w.copy() for w in layer.get_weights()]
+            for layer in _base(clf).layers if layer.weights}
+
+
+CHECK_REASONS = {
+    "check_class_weight_classifiers": (
+        "the check's data has negative values (standard-scaled blobs), which are not "
+        "pixels and are rejected; class_weight itself is tested in this module"
+    ),
+    "check_classifiers_train": (
+        "a convnet trained for a few epochs on 2-D toy blobs read as 1-pixel-high "
+        "strips does not reach the check's accuracy threshold"
+    ),
+}
+
+
+@parametrize_with_checks(
+    [tiny_classifier(input_size=8, image_shape=(1, -1, 1), warmup_epochs=1, epochs=0)],
+    expected_failed_checks=lambda est: CHECK_REASONS,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_head_learns_coloured_shapes():
+    X, y = make_shapes(120, size=16)
+    clf = tiny_classifier(warmup_epochs=15).fit(X[:80], y[:80])
+    assert clf.score(X[80:], y[80:]) >= 0.85
+
+
+def test_unfreeze_zero_leaves_every_base_weight_unchanged(shapes):
+    X, y = shapes
+    reference = tiny_classifier(warmup_epochs=0, epochs=1, unfreeze=1)  # builds same init
+    clf = tiny_classifier(unfreeze=0, warmup_epochs=2)
+    keras.utils.set_random_seed(0)
+    initial = _base_weights(clf.fit(X, y))
+    # Re-running with the same seed but no training at all shows the starting point.
+    with pytest.raises(InvalidParameterError, match="would train nothing"):
+        tiny_classifier(warmup_epochs=0, unfreeze=0).fit(X, y)
+    assert reference.unfreeze == 1
+    start = _fresh_base_weights(clf)
+    for name, weights in initial.items():
+        for got, want in zip(weights, start[name]):
+            np.testing.assert_array_equal(got, want)
+    assert clf.n_trainable_layers_ == 0
+    assert {entry["phase"] for entry in clf.history_} == {"warmup"}
+
+
+def _fresh_base_weights(clf):
+    """The base's weights right after building, before any training (same seed)."""
+    from skconvnet._runtime import seeded
+
+    (spec, weights, size, seed, _), settings = clf._validate_params()
+    with seeded(seed):
+        model, base = clf._build(spec, weights, size, seed, 1, settings)
+    return {layer.name: layer.get_weights() for layer in base.layers if layer.weights}
+
+
+@pytest.mark.parametrize("unfreeze, changed", [
+    (1, {"block3_conv"}),
+    (2, {"block2_conv", "block3_conv"}),
+    ("block2_conv", {"block2_conv", "block3_conv"}),
+    ("all", {"block1_conv", "block2_conv", "block3_conv"}),
+])
+def test_unfreeze_changes_exactly_the_top_layers(shapes, unfreeze, changed):
+    X, y = shapes
+    clf = tiny_classifier(unfreeze=unfreeze, warmup_epochs=1, epochs=2).fit(X, y)
+    start = _fresh_base_weights(clf)
+    after = _base_weights(clf)
+    moved = {name for name, weights in after.items()
+             if any(not np.array_equal(a, b) for a, b in zip(weights, start[name]))}
+    assert moved == changed
+    assert clf.n_trainable_layers_ == len(changed)
+    assert [e["phase"] for e in clf.history_] == ["warmup", "finetune", "finetune"]
+
+
+def test_batchnorm_statistics_never_move(shapes):
+    X, y = shapes
+    clf = tiny_classifier(unfreeze="all", warmup_epochs=2, epochs=2).fit(X, y)
+    start = _fresh_base_weights(clf)
+    for layer in _base(clf).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert not layer.trainable
+            for got, want in zip(layer.get_weights(), start[layer.name]):
+                np.testing.assert_array_equal(got, want)  # gamma, beta, moving stats
+
+
+def test_augmentation_is_off_at_predict_time(shapes):
+    X, y = shapes
+    clf = tiny_classifier(augment="standard").fit(X, y)
+    assert clf.model_.get_layer("augmentation") is not None
+    np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(X))
+    augmentation = clf.model_.get_layer("augmentation")
+    images = X[:4].astype("float32")
+    inference = augmentation(images, training=False)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(inference), images)
+    changed = keras.ops.convert_to_numpy(augmentation(images, training=True))
+    assert not np.array_equal(changed, images)
+
+
+def test_augment_dict_settings(shapes):
+    X, y = shapes
+    clf = tiny_classifier(augment={"horizontal_flip": True, "zoom_range": 0.1}).fit(X, y)
+    names = [layer.name for layer in clf.model_.get_layer("augmentation").layers]
+    assert names == ["flip", "zoom"]
+
+
+@pytest.mark.parametrize("labels", [
+    np.array(["cat", "dog"]), np.array([3, 7]), np.array([True, False]),
+])
+def test_binary_labels_of_any_type(shapes, labels):
+    X, y = shapes
+    y = labels[y]
+    clf = tiny_classifier().fit(X, y)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert set(clf.predict(X)) <= set(labels)
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+
+
+def test_multiclass():
+    X, y = make_shapes(60, size=16, n_classes=3)
+    labels = np.array(["red", "blue", "green"])[y]
+    clf = tiny_classifier(warmup_epochs=8).fit(X, labels)
+    proba = clf.predict_proba(X)
+    assert proba.shape == (60, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert clf.score(X, labels) > 0.6
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(1)], clf.predict(X))
+
+
+def test_same_random_state_same_predictions(shapes):
+    X, y = shapes
+    a = tiny_classifier(augment="standard", unfreeze=2).fit(X, y).predict_proba(X)
+    b = tiny_classifier(augment="standard", unfreeze=2).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_clone_keeps_settings_and_refit_starts_from_scratch(shapes):
+    X, y = shapes
+    clf = tiny_classifier(augment={"zoom_range": 0.1}, unfreeze="block2_conv",
+                          class_weight="balanced")
+    copy = clone(clf)
+    assert copy.get_params() == clf.get_params()
+    assert not hasattr(copy, "classes_")
+    first = clf.fit(X, y).predict_proba(X)
+    second = clf.fit(X, y).predict_proba(X)  # from the initial weights again, not from the last fit
+    np.testing.assert_array_equal(first, second)
+
+
+def test_class_weight_balanced_and_dict(shapes):
+    X, y = shapes
+    keep = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:5]]
+    for class_weight in ("balanced", {0: 1.0, 1: 10.0}):
+        clf = tiny_classifier(class_weight=class_weight, warmup_epochs=6).fit(X[keep], y[keep])
+        assert set(clf.predict(X)) == {0, 1}  # the minority class is still predicted
+
+
+def test_history_records_both_phases_with_validation(shapes):
+    X, y = shapes
+    clf = tiny_classifier(unfreeze=1, warmup_epochs=3, epochs=2, validation_fraction=0.25).fit(X, y)
+    assert [e["phase"] for e in clf.history_] == ["warmup"] * 3 + ["finetune"] * 2
+    assert [e["epoch"] for e in clf.history_] == list(range(5))
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(clf.history_[0])
+
+
+def test_early_stopping_stops_and_restores(shapes):
+    X, y = shapes
+    clf = tiny_classifier(warmup_epochs=30, warmup_learning_rate=0.5, validation_fraction=0.25,
+                          n_iter_no_change=1).fit(X, y)
+    assert len(clf.history_) < 30
+
+
+def test_grid_search_and_cross_val_score(shapes):
+    X, y = shapes
+    grid = GridSearchCV(tiny_classifier(), {"unfreeze": [0, 1, 2], "learning_rate": [1e-3, 1e-4]},
+                        cv=2).fit(X, y)
+    assert grid.best_params_["unfreeze"] in (0, 1, 2)
+    assert len(grid.cv_results_["mean_test_score"]) == 6
+    scores = cross_val_score(tiny_classifier(), X, y, cv=2)
+    assert scores.shape == (2,)
+
+
+def test_grid_search_with_two_jobs(shapes):
+    # Worker processes know only the built-in bases ("tiny" is registered by the tests).
+    X, y = make_shapes(24, size=32)
+    clf = tiny_classifier(base="mobilenetv2", input_size=32, warmup_epochs=1)
+    grid = GridSearchCV(clf, {"unfreeze": [0, 1]}, cv=2, n_jobs=2, error_score="raise")
+    grid.fit(X, y)
+    assert grid.predict_proba(X).shape == (len(X), 2)
+
+
+ROUND_TRIP = textwrap.dedent(
+    """
+    import sys, joblib, numpy as np
+    import skconvnet.testing
+    model = joblib.load(sys.argv[1])
+    np.save(sys.argv[3], model.predict_proba(np.load(sys.argv[2])))
+    """
+)
+
+
+def test_joblib_round_trip_in_a_new_process_inside_pipeline_and_search(tmp_path, shapes):
+    X, y = shapes
+    fitted = {
+        "clf": tiny_classifier(unfreeze=1, augment="standard").fit(X, y),
+        "pipe": Pipeline([("id", FunctionTransformer()), ("clf", tiny_classifier())]).fit(X, y),
+        "grid": GridSearchCV(tiny_classifier(), {"unfreeze": [0, 1]}, cv=2).fit(X, y),
+    }
+    np.save(tmp_path / "X.npy", X)
+    (tmp_path / "load.py").write_text(ROUND_TRIP)
+    for name, model in fitted.items():
+        joblib.dump(model, tmp_path / f"{name}.joblib")
+        subprocess.run([sys.executable, str(tmp_path / "load.py"), str(tmp_path / f"{name}.joblib"),
+                        str(tmp_path / "X.npy"), str(tmp_path / f"{name}.npy")],
+                       check=True, capture_output=True)
+        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), model.predict_proba(X))
+
+
+def test_failed_fit_leaves_the_fitted_classifier_as_it_was(shapes):
+    X, y = shapes
+    clf = tiny_classifier().fit(X, y)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.fit(X, y[:-1])
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    original_fit = keras.Model.fit
+
+    def interrupted_fit(self, *args, **kwargs):
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [Interrupt()]
+        return original_fit(self, *args, **kwargs)
+
+    keras.Model.fit = interrupted_fit
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            clf.set_params(warmup_epochs=3).fit(X, y)
+    finally:
+        keras.Model.fit = original_fit
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_models_of_earlier_fits_are_released(shapes):
+    import weakref
+
+    X, y = shapes
+    clf = tiny_classifier(warmup_epochs=1)
+    refs = []
+    for _ in range(3):
+        clf.fit(X, y)
+        refs.append(weakref.ref(clf.model_))
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 1
+
+
+@pytest.mark.parametrize("params, y_change, match", [
+    (dict(), lambda y: y[:-1], r"40 images but 39 labels"),
+    (dict(), lambda y: np.zeros_like(y), r"at least 2 classes .* only one class: 0"),
+    (dict(), lambda y: np.where(y == 0, np.nan, 1.0), r"NaN labels \(at index"),
+    (dict(), lambda y: y + 0.5, r"Unknown label type: 'continuous'"),
+    (dict(unfreeze="block9_conv"), None, r"'unfreeze' parameter .* Got 'block9_conv' instead"),
+    (dict(unfreeze=4), None, r"'unfreeze' .* at most 3, the number of layers with weights.*Got 4"),
+    (dict(unfreeze=-1), None, r"'unfreeze' .* Got -1 instead"),
+    (dict(epochs=-1), None, r"'epochs' parameter .* >= 0. Got -1 instead"),
+    (dict(warmup_epochs=-2), None, r"'warmup_epochs' parameter .* Got -2 instead"),
+    (dict(batch_size=0), None, r"'batch_size' parameter .* Got 0 instead"),
+    (dict(augment={"rotation": 10}), None, r"unknown key\(s\) \['rotation'\]; the allowed keys"),
+    (dict(augment="heavy"), None, r"'augment' parameter .* Got 'heavy' instead"),
+    (dict(augment={"zoom_range": 2.0}), None, r"augment\['zoom_range'\] .* \[0, 1\]. Got 2.0"),
+    (dict(learning_rate=0), None, r"'learning_rate' parameter .* \(0.0, inf\]. Got 0 instead"),
+    (dict(dropout=1.0), None, r"'dropout' parameter .* Got 1.0 instead"),
+    (dict(pooling=None), None, r"'pooling' parameter .* Got None instead"),
+    (dict(class_weight="auto"), None, r"'class_weight' parameter .* Got 'auto' instead"),
+    (dict(input_size=4), None, r"'input_size' .* >= 8 for base 'tiny'"),
+    (dict(base="vgg17"), None, r"Unknown base 'vgg17'"),
+])
+def test_bad_input_gets_a_clear_error(shapes, params, y_change, match):
+    X, y = shapes
+    if y_change is not None:
+        y = y_change(y)
+    with pytest.raises(ValueError, match=match):
+        tiny_classifier(**params).fit(X, y)
+
+
+def test_unseen_label_at_score_time(shapes):
+    X, y = shapes
+    clf = tiny_classifier().fit(X, y)
+    assert 0 <= clf.score(X, np.where(y == 0, 0, 5)) <= 1  # plain accuracy: unseen counts wrong
