@@ -66,6 +66,7 @@ def predict_source(model, source, batch_size, *, verbose=0, on_failures=None):
     Returns
     -------
     outputs : ndarray of float32, shape (len(source),) + model output shape
+        Or a list of such arrays for a model with several outputs.
     """
     n = len(source)
     starts = list(range(0, n, batch_size))
@@ -86,12 +87,15 @@ def predict_source(model, source, batch_size, *, verbose=0, on_failures=None):
                 # Pad the short last batch: same shape as the others, no retracing.
                 pad = np.zeros((batch_size - count,) + batch.shape[1:], dtype=batch.dtype)
                 batch = np.concatenate([batch, pad])
-            result = keras.ops.convert_to_numpy(model.predict_on_batch(batch))[:count]
+            results = model.predict_on_batch(batch)
+            results = results if isinstance(results, (list, tuple)) else [results]
+            results = [keras.ops.convert_to_numpy(r)[:count] for r in results]
             if outputs is None:
-                outputs = np.empty((n,) + result.shape[1:], dtype=np.float32)
-            outputs[start:start + count] = result
+                outputs = [np.empty((n,) + r.shape[1:], dtype=np.float32) for r in results]
+            for output, result in zip(outputs, results):
+                output[start:start + count] = result
             progress.update(start + count)
     close = getattr(source, "close", None)
     if close is not None:
         close()
-    return outputs
+    return outputs[0] if len(outputs) == 1 else outputs

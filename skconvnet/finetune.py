@@ -22,9 +22,33 @@ from .augmentation import augmentation_layers, check_augment
 from .extraction import validate_image_params
 from .images import image_source
 from .layers import ImagePreprocessing
-from .models import POOLING_OPTIONS, build_base, cut_base, layer_index, pooling_layer
+from .caching import cached_predict, check_cache, model_key
+from .models import (
+    POOLING_OPTIONS,
+    build_base,
+    cut_base,
+    layer_index,
+    pooling_layer,
+    split_base,
+)
 
 __all__ = ["FineTunedConvClassifier"]
+
+
+class _Arrays:
+    """Precomputed inputs (cached frozen-layer outputs) as a source of batches."""
+
+    flat_width = None
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def load(self, indices):
+        chosen = [array[indices] for array in self.arrays]
+        return (chosen[0] if len(chosen) == 1 else tuple(chosen)), {}
 
 
 class _Batches(keras.utils.PyDataset):
@@ -131,6 +155,12 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
     n_iter_no_change : int or None, default=None
         With ``validation_fraction``: stop a phase after this many epochs
         without a better ``val_loss`` and restore the best weights.
+    cache : None, "memory" or path, default=None
+        With ``augment=None``, compute the outputs of the layers phase 2 keeps
+        frozen once per image and train the rest on them: folds and grid points
+        over the same images share them. ``"memory"`` keeps them in this
+        process, a folder on disk (shareable between processes). Needs weights
+        that can be re-created (not ``weights=None`` without ``random_state``).
     image_shape : tuple or None, default=None
         Shape of one image when ``X`` is 2-D (see :class:`ConvFeatureExtractor`).
     background : {"white", "black"} or tuple, default="white"
@@ -147,6 +177,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         The class labels.
     model_ : keras.Model
         The trained network: augmentation, preprocessing, base, head.
+    base_model_ : keras.Model
+        The (cut) base inside ``model_``, with its trained weights.
     history_ : list of dict
         One record per epoch of both phases: ``phase`` ("warmup" or
         "finetune"), ``epoch`` (counting across phases), ``loss``,
@@ -207,6 +239,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         class_weight=None,
         validation_fraction=None,
         n_iter_no_change=None,
+        cache=None,
         image_shape=None,
         background="white",
         random_state=None,
@@ -229,6 +262,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.cache = cache
         self.image_shape = image_shape
         self.background = background
         self.random_state = random_state
@@ -251,6 +285,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         check_float(self, "validation_fraction", self.validation_fraction, low=0.0, high=1.0,
                     low_open=True, high_open=True, allow_none=True)
         check_int(self, "n_iter_no_change", self.n_iter_no_change, low=1, allow_none=True)
+        check_cache(self, self.cache)
         unfreeze = self.unfreeze
         if not (
             (isinstance(unfreeze, numbers.Integral) and not isinstance(unfreeze, bool)
@@ -287,6 +322,18 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         return weighted[-self.unfreeze]
 
     def _build(self, spec, weights, size, seed, n_outputs, settings):
+        """The network, its base and the frozen/trainable split of the base.
+
+        Returns
+        -------
+        model : keras.Model
+            ``image -> [augmentation] -> preprocessing -> bottom -> top -> head``;
+            the bottom (the layers phase 2 keeps frozen) runs in inference mode.
+        parts : dict
+            ``base``, ``start`` (first layer trained in phase 2, or None),
+            ``frozen`` (``image -> bottom outputs``, without augmentation; None when
+            nothing is frozen) and ``head`` (a function applying top and head).
+        """
         if spec is None:
             base = keras.models.clone_model(self.base)
             base.set_weights(self.base.get_weights())
@@ -295,23 +342,54 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
             base = build_base(spec, weights, size)
             preprocessing = spec.preprocessing
         base = cut_base(self, base, self.layer)
+        start = self._unfreeze_start(base)
+        bottom, top = split_base(base, start)
+
+        head_layers = []
+        pool = pooling_layer(self.pooling, len(base.output.shape))
+        if pool is not None:
+            head_layers.append(pool)
+        if self.head_units:
+            head_layers.append(
+                keras.layers.Dense(self.head_units, activation="relu", name="head_dense"))
+        if self.dropout:
+            head_layers.append(keras.layers.Dropout(self.dropout, seed=seed, name="head_dropout"))
+        activation = "sigmoid" if n_outputs == 1 else "softmax"
+        head_layers.append(keras.layers.Dense(n_outputs, activation=activation, name="predictions"))
+
+        def head(x):
+            if top is not None:
+                x = top(x)
+            for layer in head_layers:
+                x = layer(x)
+            return x
+
         inputs = keras.Input((size, size, 3), name="image")
         x = inputs
         augmentation = augmentation_layers(settings, seed)
         if augmentation is not None:
             x = augmentation(x)
         x = ImagePreprocessing(preprocessing, name="preprocessing")(x)
-        x = base(x)
-        pool = pooling_layer(self.pooling, len(base.output.shape))
-        if pool is not None:
-            x = pool(x)
-        if self.head_units:
-            x = keras.layers.Dense(self.head_units, activation="relu", name="head_dense")(x)
-        if self.dropout:
-            x = keras.layers.Dropout(self.dropout, seed=seed, name="head_dropout")(x)
-        activation = "sigmoid" if n_outputs == 1 else "softmax"
-        outputs = keras.layers.Dense(n_outputs, activation=activation, name="predictions")(x)
-        return keras.Model(inputs, outputs, name="finetuned"), base
+        frozen = None
+        if bottom is not None:
+            bottom.trainable = False
+            x = bottom(x, training=False)
+            if augmentation is None:
+                frozen = keras.Model(inputs, x, name="frozen")
+        model = keras.Model(inputs, head(x), name="finetuned")
+        return model, {"base": base, "start": start, "frozen": frozen, "head": head}
+
+    def _cache_key(self, spec, size, background, start):
+        """Identity of the frozen bottom, or None when its outputs cannot be cached."""
+        if spec is None or (self.weights is None and self.random_state is None):
+            return None
+        weights = self.weights
+        if weights is not None and not (isinstance(weights, str) and weights in spec.weight_names):
+            from .weights import file_sha256
+
+            weights = file_sha256(weights)
+        return model_key("finetune-bottom", spec.name, weights, self.random_state, self.layer,
+                         size, background, start)
 
     # ------------------------------------------------------------------
     def fit(self, X, y):
@@ -330,6 +408,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
             The fitted classifier.
         """
         (spec, weights, size, seed, background), settings = self._validate_params()
+        cache = check_cache(self, self.cache)
         source = image_source(X, size, image_shape=self.image_shape, background=background)
         y = self._check_targets(y, len(source))
         encoder = LabelEncoder().fit(y)
@@ -345,21 +424,31 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
             per_class = compute_class_weight(class_weight, classes=np.arange(n_classes),
                                              y=targets)
             sample_weight = per_class[targets].astype(np.float32)
-        indices = np.arange(len(targets))
-        validation = None
-        if self.validation_fraction:
-            indices, held_out = train_test_split(
-                indices, test_size=self.validation_fraction, stratify=targets,
-                random_state=seed if seed is not None else 0)
-            validation = _Batches(source, held_out, targets.astype(np.float32), None,
-                                  self.batch_size, seed, shuffle=False)
         n_outputs = 1 if n_classes == 2 else n_classes
         loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
 
         with seeded(seed):
-            model, base = self._build(spec, weights, size, seed, n_outputs, settings)
-            start = self._unfreeze_start(base)
-            train = _Batches(source, indices, targets.astype(np.float32), sample_weight,
+            model, parts = self._build(spec, weights, size, seed, n_outputs, settings)
+            base, start, frozen = parts["base"], parts["start"], parts["frozen"]
+            trained, data = model, source
+            key = self._cache_key(spec, size, background, start)
+            if cache is not None and frozen is not None and key:
+                # Train on the frozen bottom's outputs, computed once per image.
+                data = _Arrays(cached_predict(frozen, key, source, self.batch_size, cache,
+                                              verbose=self.verbose))
+                shapes = [array.shape[1:] for array in data.arrays]
+                feature_inputs = [keras.Input(shape) for shape in shapes]
+                inputs = feature_inputs[0] if len(shapes) == 1 else feature_inputs
+                trained = keras.Model(inputs, parts["head"](inputs), name="finetuned_top")
+            indices = np.arange(len(targets))
+            validation = None
+            if self.validation_fraction:
+                indices, held_out = train_test_split(
+                    indices, test_size=self.validation_fraction, stratify=targets,
+                    random_state=seed if seed is not None else 0)
+                validation = _Batches(data, held_out, targets.astype(np.float32), None,
+                                      self.batch_size, seed, shuffle=False)
+            train = _Batches(data, indices, targets.astype(np.float32), sample_weight,
                              self.batch_size, seed, shuffle=True)
             phases = [("warmup", None, self.warmup_learning_rate, self.warmup_epochs)]
             if start is not None:
@@ -369,22 +458,22 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
                 if n_epochs == 0:
                     continue
                 set_trainable_from(base, phase_start)
-                model.compile(optimizer=keras.optimizers.RMSprop(rate), loss=loss,
-                              metrics=["accuracy"])
+                trained.compile(optimizer=keras.optimizers.RMSprop(rate), loss=loss,
+                                metrics=["accuracy"])
                 callbacks = []
                 if validation is not None and self.n_iter_no_change:
                     callbacks.append(keras.callbacks.EarlyStopping(
                         monitor="val_loss", patience=self.n_iter_no_change,
                         restore_best_weights=True))
-                record = model.fit(train, validation_data=validation, epochs=n_epochs,
-                                   callbacks=callbacks, verbose=self.verbose)
+                record = trained.fit(train, validation_data=validation, epochs=n_epochs,
+                                     callbacks=callbacks, verbose=self.verbose)
                 for i in range(len(record.history.get("loss", []))):
                     entry = {"phase": phase, "epoch": len(history)}
                     entry.update({k: float(v[i]) for k, v in record.history.items()})
                     history.append(entry)
         # Fit into locals, swap at the end: an exception or KeyboardInterrupt above
         # leaves a previously fitted classifier exactly as it was.
-        self._model = model
+        self._model, self._base = model, base
         self.classes_ = encoder.classes_
         self.history_ = history
         self.input_size_ = size
@@ -446,10 +535,16 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
             (spec, _, size, seed, _), settings = self._validate_params()
             n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
             with seeded(seed):
-                model, _ = self._build(spec, None, size, seed, n_outputs, settings)
+                model, parts = self._build(spec, None, size, seed, n_outputs, settings)
             model.set_weights(self.__dict__.pop("_model_weights"))
-            self._model = model
+            self._model, self._base = model, parts["base"]
         return self._model
+
+    @property
+    def base_model_(self):
+        """The trained (cut) base: the layers of ``model_`` that came from ``base``."""
+        self.model_  # rebuilds after unpickling
+        return self._base
 
     def predict_proba(self, X):
         """Class probabilities.
@@ -498,6 +593,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         model = state.pop("_model", None)
+        state.pop("_base", None)
         if model is not None:
             state["_model_weights"] = model.get_weights()
         return state

@@ -9,6 +9,7 @@ memory stays bounded however many there are.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -232,6 +233,10 @@ class ArrayImages:
     def describe(self, index):
         return f"image {index}"
 
+    def content_keys(self):
+        """SHA-1 of each image's pixels (with dtype and shape): the cache key."""
+        return [_array_digest(np.asarray(self.array[i])) for i in range(len(self.array))]
+
     def load(self, indices):
         """Float32 batch (len(indices), size, size, 3) and no failures."""
         batch = _as_rgb_batch(np.asarray(self.array[indices]))
@@ -263,6 +268,21 @@ class FileImages:
 
     def describe(self, index):
         return self.paths[index]
+
+    def content_keys(self):
+        """SHA-1 of each file's bytes (and the background colour): the cache key."""
+        def digest(path):
+            sha = hashlib.sha1(repr(self.background).encode())
+            try:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        sha.update(block)
+            except OSError as exc:
+                raise ImageReadError(path, str(exc)) from None
+            return sha.hexdigest()
+
+        with ThreadPoolExecutor(self.n_threads) as pool:
+            return list(pool.map(digest, self.paths))
 
     def _read(self, index):
         try:
@@ -315,6 +335,9 @@ class ImageList:
     def describe(self, index):
         return f"image {index}"
 
+    def content_keys(self):
+        return [_array_digest(np.asarray(image)) for image in self.images]
+
     def load(self, indices):
         chosen = [self.images[i] for i in np.arange(len(self.images))[indices]]
         batch = np.zeros((len(chosen), self.size, self.size, 3), dtype=np.float32)
@@ -322,6 +345,12 @@ class ImageList:
             batch[position] = ArrayImages(image[np.newaxis], self.size,
                                           check_values=False).load(slice(None))[0][0]
         return batch, {}
+
+
+def _array_digest(image):
+    sha = hashlib.sha1(f"{image.dtype.str}{image.shape}".encode())
+    sha.update(np.ascontiguousarray(image).tobytes())
+    return sha.hexdigest()
 
 
 def _check_image_ndim(array, name, per_image=False):

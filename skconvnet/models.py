@@ -187,3 +187,43 @@ def feature_model(base, preprocessing, input_size, pooling, name="features"):
     if pool is not None:
         x = pool(x)
     return keras.Model(inputs, x, name=name)
+
+
+def split_base(base, start):
+    """Split ``base`` into a frozen bottom (layers before ``start``) and a top.
+
+    Parameters
+    ----------
+    base : keras.Model
+    start : int or None
+        Index in ``base.layers`` of the first layer of the top; ``None`` (or past
+        the end) puts every layer in the bottom.
+
+    Returns
+    -------
+    bottom : keras.Model or None
+        ``base.input -> the tensors crossing the cut`` (one, or several where a
+        skip connection crosses it); None when nothing is below the cut.
+    top : keras.Model or None
+        ``crossing tensors -> base.output``, sharing the layers (and weights) of
+        ``base``; None when nothing is above the cut.
+    """
+    n_layers = len(base.layers)
+    if start is None or start >= n_layers:
+        return base, None
+    if start <= 1:  # only the input layer below the cut
+        return None, base
+    produced = {}
+    for layer in base.layers[:start]:
+        for tensor in keras.tree.flatten(layer.output):
+            produced[id(tensor)] = tensor
+    crossing, seen = [], set()
+    for layer in base.layers[start:]:
+        for tensor in keras.tree.flatten(layer.input):
+            if id(tensor) in produced and id(tensor) not in seen:
+                seen.add(id(tensor))
+                crossing.append(tensor)
+    outputs = crossing[0] if len(crossing) == 1 else crossing
+    bottom = keras.Model(base.inputs, outputs, name=f"{base.name}_frozen")
+    top = keras.Model(outputs, base.output, name=f"{base.name}_top")
+    return bottom, top

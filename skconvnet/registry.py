@@ -303,10 +303,16 @@ _keras_app("nasnetmobile", _apps.NASNetMobile, _apps.nasnet, "tf", 224, 1056,
 _keras_app("nasnetlarge", _apps.NASNetLarge, _apps.nasnet, "tf", 331, 4032,
            r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end", fixed_size=True)
 
+def _lite_preprocess_input(x):
+    """EfficientNet-Lite's input normalisation, ``(x - 127) / 128`` (the reference)."""
+    return (x - 127.0) / 128.0
+
+
 register_base(
     BaseSpec(
         name="efficientnet_lite0",
         builder=_efficientnet_lite0,
+        preprocess_input=_lite_preprocess_input,
         preprocessing="lite",
         default_size=224,
         min_size=32,

@@ -28,7 +28,7 @@ def tiny_classifier(**params):
 
 
 def _base(clf):
-    return clf.model_.get_layer("tiny")
+    return clf.base_model_
 
 
 def _base_weights(clf):
@@ -86,7 +86,8 @@ def _fresh_base_weights(clf):
 
     (spec, weights, size, seed, _), settings = clf._validate_params()
     with seeded(seed):
-        model, base = clf._build(spec, weights, size, seed, 1, settings)
+        model, parts = clf._build(spec, weights, size, seed, 1, settings)
+    base = parts["base"]
     return {layer.name: layer.get_weights() for layer in base.layers if layer.weights}
 
 
@@ -324,3 +325,52 @@ def test_unseen_label_at_score_time(shapes):
     X, y = shapes
     clf = tiny_classifier().fit(X, y)
     assert 0 <= clf.score(X, np.where(y == 0, 0, 5)) <= 1  # plain accuracy: unseen counts wrong
+
+
+@pytest.mark.parametrize("unfreeze", [0, 2, "block2_conv"])
+def test_cache_trains_on_frozen_outputs_with_the_same_result(shapes, tmp_path, unfreeze):
+    from skconvnet.caching import clear_memory_cache
+
+    clear_memory_cache()
+    X, y = shapes
+    plain = tiny_classifier(unfreeze=unfreeze).fit(X, y).predict_proba(X)
+    for cache in ("memory", str(tmp_path / "cache")):
+        cached = tiny_classifier(unfreeze=unfreeze, cache=cache).fit(X, y)
+        np.testing.assert_allclose(cached.predict_proba(X), plain, atol=1e-4)
+    files = list((tmp_path / "cache").rglob("*.npz"))
+    assert len(files) == len(X)
+
+
+def test_cache_is_reused_across_fits_and_rebuilds_corrupt_entries(shapes, tmp_path, monkeypatch):
+    import skconvnet.caching as caching
+
+    X, y = shapes
+    calls = []
+    original = caching.predict_source
+
+    def counting(model, source, *args, **kwargs):
+        calls.append(len(source))
+        return original(model, source, *args, **kwargs)
+
+    monkeypatch.setattr(caching, "predict_source", counting)
+    folder = tmp_path / "cache"
+    first = tiny_classifier(unfreeze=1, cache=str(folder)).fit(X, y).predict_proba(X)
+    tiny_classifier(unfreeze=1, cache=str(folder), learning_rate=1e-4).fit(X, y)
+    assert calls == [len(X)]  # the second fit computed nothing
+    entry = sorted(folder.rglob("*.npz"))[0]
+    entry.write_bytes(entry.read_bytes()[:50])  # a half-written file
+    again = tiny_classifier(unfreeze=1, cache=str(folder)).fit(X, y).predict_proba(X)
+    assert calls == [len(X), 1]
+    np.testing.assert_allclose(again, first, atol=1e-6)
+
+
+def test_cache_is_skipped_with_augmentation(shapes, tmp_path):
+    X, y = shapes
+    tiny_classifier(augment={"horizontal_flip": True}, cache=str(tmp_path / "c")).fit(X, y)
+    assert not (tmp_path / "c").exists()
+
+
+def test_bad_cache_value(shapes):
+    X, y = shapes
+    with pytest.raises(ValueError, match=r"'cache' parameter .* Got 3 instead"):
+        tiny_classifier(cache=3).fit(X, y)
