@@ -16,7 +16,7 @@ from ._validation import (
     check_param,
     check_random_state_param,
 )
-from .images import image_source
+from .images import check_flat_width, image_source
 from .models import (
     POOLING_OPTIONS,
     build_base,
@@ -328,12 +328,7 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         background = check_background(self, self.background)
         source = image_source(X, self.input_size_, image_shape=self.image_shape,
                               background=background, on_error=self.on_error)
-        expected = getattr(self, "n_features_in_", None)
-        if expected is not None and source.flat_width not in (None, expected):
-            raise ValueError(
-                f"X has {source.flat_width} features, but {type(self).__name__} is "
-                f"expecting {expected} features as input."
-            )
+        check_flat_width(self, source)
         failed = {}
 
         def record(start, failures):

@@ -20,7 +20,7 @@ from ._runtime import predict_source, seeded
 from ._validation import InvalidParameterError, check_float, check_int, check_param
 from .augmentation import augmentation_layers, check_augment
 from .extraction import validate_image_params
-from .images import image_source
+from .images import check_flat_width, image_source
 from .layers import ImagePreprocessing
 from .caching import cached_predict, check_cache, model_key
 from .models import (
@@ -563,12 +563,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         model = self.model_
         source = image_source(X, self.input_size_, image_shape=self.image_shape,
                               background=validate_image_params(self)[4])
-        expected = getattr(self, "n_features_in_", None)
-        if expected is not None and source.flat_width not in (None, expected):
-            raise ValueError(
-                f"X has {source.flat_width} features, but {type(self).__name__} is "
-                f"expecting {expected} features as input."
-            )
+        check_flat_width(self, source)
         scores = predict_source(model, source, self.batch_size).astype(np.float64)
         if scores.shape[1] == 1:
             scores = np.hstack([1.0 - scores, scores])
