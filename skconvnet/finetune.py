@@ -385,9 +385,9 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
             return None
         weights = self.weights
         if weights is not None and not (isinstance(weights, str) and weights in spec.weight_names):
-            from .weights import file_sha256
+            from .weights import file_digest
 
-            weights = file_sha256(weights)
+            weights = file_digest(weights)
         return model_key("finetune-bottom", spec.name, weights, self.random_state, self.layer,
                          size, background, start)
 

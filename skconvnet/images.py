@@ -218,7 +218,6 @@ def _check_pixel_values(array, name="X"):
 class ArrayImages:
     """Images held in an array of shape (n, h, w[, c])."""
 
-    kind = "array"
     flat_width = None  # values per row when X was a 2-D array of flattened images
 
     def __init__(self, array, size, *, check_values=True):
@@ -251,7 +250,6 @@ class ArrayImages:
 class FileImages:
     """Images named by file paths, decoded in worker threads when loaded."""
 
-    kind = "paths"
     flat_width = None
 
     def __init__(self, paths, size, *, background=(255, 255, 255), on_error="raise",
@@ -319,7 +317,6 @@ class FileImages:
 class ImageList:
     """A sequence of individual image arrays (possibly of different sizes)."""
 
-    kind = "array"
     flat_width = None
 
     def __init__(self, images, size):

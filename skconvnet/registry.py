@@ -63,8 +63,6 @@ class BaseSpec:
         Offline weight sources beyond ``"imagenet"``: ``name -> provider()``
         returning the path of a local weights file for the ``include_top=False``
         base.
-    fixed_size : bool
-        Whether the base only accepts ``default_size`` with pretrained weights.
     """
 
     name: str
@@ -77,7 +75,6 @@ class BaseSpec:
     block_marks: str = "start"
     preprocess_input: Callable | None = None
     named_weights: Mapping[str, Callable[[], str]] = field(default_factory=dict)
-    fixed_size: bool = False
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSING_MODES:
@@ -220,7 +217,7 @@ _apps = keras.applications
 
 
 def _keras_app(name, builder, module, preprocessing, default_size, width, pattern,
-               min_size=32, marks="start", fixed_size=False, named_weights=None):
+               min_size=32, marks="start", named_weights=None):
     register_base(
         BaseSpec(
             name=name,
@@ -232,7 +229,6 @@ def _keras_app(name, builder, module, preprocessing, default_size, width, patter
             block_pattern=pattern,
             block_marks=marks,
             preprocess_input=module.preprocess_input,
-            fixed_size=fixed_size,
             named_weights=named_weights or {},
         )
     )
@@ -299,9 +295,9 @@ for _variant, _width in (("Tiny", 768), ("Small", 768), ("Base", 1024), ("Large"
                _apps.convnext, "none", 224, _width,
                r"_(stage_\d+_block_\d+|downsampling_block_\d+)_?")
 _keras_app("nasnetmobile", _apps.NASNetMobile, _apps.nasnet, "tf", 224, 1056,
-           r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end", fixed_size=True)
+           r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end")
 _keras_app("nasnetlarge", _apps.NASNetLarge, _apps.nasnet, "tf", 331, 4032,
-           r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end", fixed_size=True)
+           r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end")
 
 def _lite_preprocess_input(x):
     """EfficientNet-Lite's input normalisation, ``(x - 127) / 128`` (the reference)."""

