@@ -3,6 +3,8 @@
 from .extraction import ConvFeatureExtractor
 from .finetune import FineTunedConvClassifier
 from .images import ImageReadError, load_image_folder
+from .inspection import inspect_base
+from .plotting import plot_feature_maps, plot_history
 from .models import WeightsUnavailableError
 from .registry import BaseSpec, get_base_spec, list_bases, register_base
 from ._validation import InvalidParameterError
@@ -17,7 +19,10 @@ __all__ = [
     "InvalidParameterError",
     "WeightsUnavailableError",
     "get_base_spec",
+    "inspect_base",
     "list_bases",
     "load_image_folder",
+    "plot_feature_maps",
+    "plot_history",
     "register_base",
 ]

@@ -1,4 +1,4 @@
-"""The ``skconvnet`` command line: ``demo`` (the main job) and ``bases``."""
+"""The ``skconvnet`` command line: ``demo`` (the main job), ``bases``, ``inspect``, ``extract``."""
 
 from __future__ import annotations
 
@@ -77,6 +77,66 @@ def _bases(args):
     return 0
 
 
+def _inspect(args):
+    from .inspection import inspect_base
+
+    print(inspect_base(args.base, layer=_layer_arg(args.layer), input_size=args.input_size))
+    return 0
+
+
+def _layer_arg(layer):
+    """A ``--layer`` value: an int index when it looks like one, else a layer name."""
+    if layer is None:
+        return None
+    try:
+        return int(layer)
+    except ValueError:
+        return layer
+
+
+def _folder_images(root):
+    """Images of ``root``: its class sub-folders (labelled) and loose files (label "")."""
+    from pathlib import Path
+
+    from .images import IMAGE_EXTENSIONS, load_image_folder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{str(root)!r} is not a folder of images.")
+    loose = sorted(str(p) for p in root.iterdir()
+                   if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in IMAGE_EXTENSIONS)
+    try:
+        paths, labels = load_image_folder(root)
+    except ValueError:
+        if not loose:
+            raise
+        paths, labels = [], np.array([], dtype=str)
+    return loose + list(paths), np.concatenate([np.full(len(loose), ""), labels]).astype(str)
+
+
+def _extract(args):
+    from .extraction import ConvFeatureExtractor
+
+    paths, labels = _folder_images(args.folder)
+    weights = None if args.weights in ("none", "None") else args.weights
+    extractor = ConvFeatureExtractor(
+        args.base, weights=weights, layer=_layer_arg(args.layer), pooling=args.pooling,
+        input_size=args.input_size, batch_size=args.batch_size, on_error=args.on_error,
+        random_state=0, verbose=args.verbose,
+    )
+    start = time.perf_counter()
+    features = extractor.fit_transform(paths)
+    elapsed = time.perf_counter() - start
+    failed = list(getattr(extractor, "failed_files_", []))
+    np.savez(args.output, paths=np.array(paths), labels=labels, features=features,
+             failed=np.array(failed, dtype=str))
+    print(f"{len(paths)} images -> features {features.shape} in {elapsed:.1f} s "
+          f"({len(paths) / max(elapsed, 1e-9):.1f} img/s); {len(failed)} unreadable; "
+          f"saved to {args.output}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="skconvnet", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,12 +153,45 @@ def build_parser():
     demo.set_defaults(run=_demo)
     bases = commands.add_parser("bases", help="list the registered convolutional bases")
     bases.set_defaults(run=_bases)
+
+    inspect = commands.add_parser(
+        "inspect", help="the layers of a base: shapes, parameters, blocks, unfreeze values")
+    inspect.add_argument("base", help="a registered base (see 'skconvnet bases')")
+    inspect.add_argument("--layer", default=None, help="cut the base at this layer first")
+    inspect.add_argument("--input-size", type=int, default=None)
+    inspect.set_defaults(run=_inspect)
+
+    extract = commands.add_parser(
+        "extract", help="features for a folder of images, saved as .npz "
+        "(paths, labels from sub-folders, features)")
+    extract.add_argument("folder", help="images, in one sub-folder per class or loose")
+    extract.add_argument("-o", "--output", required=True, help="the .npz file to write")
+    extract.add_argument("--base", default="efficientnet_lite0")
+    extract.add_argument("--weights", default="imagenet",
+                         help="imagenet, a named offline source, a weights file, or none")
+    extract.add_argument("--layer", default=None, help="cut the base at this layer")
+    extract.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"])
+    extract.add_argument("--input-size", type=int, default=None)
+    extract.add_argument("--batch-size", type=int, default=32)
+    extract.add_argument("--on-error", default="raise", choices=["raise", "skip"],
+                         help="skip: unreadable files give NaN rows, listed in 'failed'")
+    extract.add_argument("--verbose", type=int, default=1)
+    extract.set_defaults(run=_extract)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from ._validation import InvalidParameterError
+    from .images import ImageReadError
+
+    try:
+        return args.run(args)
+    except (InvalidParameterError, ImageReadError, ValueError, OSError) as exc:
+        # A user's mistake (bad name, folder, file): one line, no traceback.
+        print(f"skconvnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

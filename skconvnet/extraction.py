@@ -174,6 +174,8 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
     ----------
     model_ : keras.Model
         The model used by ``transform``: preprocessing, the cut base, pooling.
+    base_model_ : keras.Model
+        The cut base inside ``model_``.
     input_size_ : int
         The side images are resized to.
     n_features_out_ : int
@@ -308,6 +310,11 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
                 model.set_weights(saved)
             self._model, self._key = model, self._model_key(spec, size)
         return self._model
+
+    @property
+    def base_model_(self):
+        """The (cut) base inside ``model_``: images after preprocessing -> feature maps."""
+        return next(layer for layer in self.model_.layers if isinstance(layer, keras.Model))
 
     def transform(self, X):
         """Extract features.

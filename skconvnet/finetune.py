@@ -458,6 +458,11 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
                 if n_epochs == 0:
                     continue
                 set_trainable_from(base, phase_start)
+                if self.verbose:
+                    what = "head" if phase_start is None else "head and the top {} layers".format(
+                        sum(1 for i in weighted_layers(base) if i >= phase_start))
+                    print(f"{phase}: {n_epochs} epoch{'s' * (n_epochs > 1)} training the {what} "
+                          f"at learning rate {rate:g}", flush=True)
                 trained.compile(optimizer=keras.optimizers.RMSprop(rate), loss=loss,
                                 metrics=["accuracy"])
                 callbacks = []

@@ -87,3 +87,22 @@ def test_base_spec_validates_its_fields():
     with pytest.raises(ValueError, match="min_size must be between"):
         BaseSpec("x", builder=None, preprocessing="tf", default_size=32, min_size=64,
                  feature_width=8, block_pattern="x")
+
+
+@pytest.mark.parametrize("name", _marked(KERAS_BASES))
+def test_inspect_base_works_for_every_base(name):
+    from skconvnet import inspect_base
+    from skconvnet.finetune import weighted_layers
+
+    spec = get_base_spec(name)
+    table = inspect_base(name, input_size=spec.min_size)
+    model = spec.builder(include_top=False, weights=None,
+                         input_shape=(spec.min_size, spec.min_size, 3))
+    # (auto-generated names such as conv2d_94 differ between builds; types do not)
+    assert [row["type"] for row in table] == [type(layer).__name__ for layer in model.layers]
+    assert sum(row["params"] for row in table) == model.count_params()
+    unfreeze = [row["unfreeze"] for row in table if row["unfreeze"] is not None]
+    assert unfreeze == list(range(len(weighted_layers(model)), 0, -1))
+    assert [(row["block"], row["index"]) for row in table if row["block"]] == \
+        block_starts(model, spec)
+    assert table[-1]["output_shape"][-1] == spec.feature_width
