@@ -79,8 +79,11 @@ def check_input_size(estimator, spec, base, input_size):
     return size
 
 
-def validate_image_params(estimator):
+def validate_image_params(estimator, *, need_weights=True):
     """Validate the parameters both estimators share; resolve base, weights, size, seed.
+
+    ``need_weights=False`` (rebuilding a fitted model whose trained weights are
+    at hand) skips checking that the initial weights can be had, and gives None.
 
     Returns
     -------
@@ -94,7 +97,9 @@ def validate_image_params(estimator):
             f"skconvnet.list_bases()) or a keras.Model. Got {estimator.base!r} instead."
         )
     spec = resolve_base(estimator.base)
-    weights = check_weights(estimator, spec, estimator.weights) if spec is not None else None
+    weights = None
+    if spec is not None and need_weights:
+        weights = check_weights(estimator, spec, estimator.weights)
     check_int(estimator, "batch_size", estimator.batch_size, low=1)
     check_int(estimator, "verbose", estimator.verbose, low=0)
     seed = check_random_state_param(estimator, estimator.random_state)
@@ -241,8 +246,9 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         self.verbose = verbose
 
     # ------------------------------------------------------------------
-    def _validate_params(self):
-        spec, weights, size, seed, background = validate_image_params(self)
+    def _validate_params(self, need_weights=True):
+        spec, weights, size, seed, background = validate_image_params(
+            self, need_weights=need_weights)
         check_param(self, "pooling", self.pooling, POOLING_OPTIONS)
         check_param(self, "on_error", self.on_error, ("raise", "skip"))
         return spec, weights, size, seed, background
@@ -303,9 +309,11 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
         """The Keras model, rebuilt on first use after unpickling."""
         check_is_fitted(self, "n_features_out_")
         if getattr(self, "_model", None) is None:
-            spec, weights, size, seed, _ = self._validate_params()
+            saved = self.__dict__.get("_saved_weights")
+            # Saved weights replace the initial ones: do not fetch or convert those.
+            spec, weights, size, seed, _ = self._validate_params(need_weights=saved is None)
             model = self._build_model(spec, weights, size, seed)
-            saved = self.__dict__.pop("_saved_weights", None)
+            self.__dict__.pop("_saved_weights", None)
             if saved is not None:
                 model.set_weights(saved)
             self._model, self._key = model, self._model_key(spec, size)

@@ -269,8 +269,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------
-    def _validate_params(self):
-        resolved = validate_image_params(self)
+    def _validate_params(self, need_weights=True):
+        resolved = validate_image_params(self, need_weights=need_weights)
         check_param(self, "pooling", self.pooling, [p for p in POOLING_OPTIONS if p])
         check_int(self, "head_units", self.head_units, low=0)
         check_float(self, "dropout", self.dropout, low=0.0, high=1.0, high_open=True)
@@ -537,7 +537,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         """The trained Keras model, rebuilt from its saved weights after unpickling."""
         check_is_fitted(self, "classes_")
         if getattr(self, "_model", None) is None:
-            (spec, _, size, seed, _), settings = self._validate_params()
+            (spec, _, size, seed, _), settings = self._validate_params(need_weights=False)
             n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
             with seeded(seed):
                 model, parts = self._build(spec, None, size, seed, n_outputs, settings)
