@@ -96,7 +96,9 @@ def read_image(path, size=None, *, background=(255, 255, 255)):
     Raises
     ------
     ImageReadError
-        If the file is missing, empty, not an image, or truncated.
+        If the file is missing, empty, not an image, truncated, or has more pixels
+        than ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's decompression-bomb limit,
+        about 89 million; set it higher or to None for files you trust).
     """
     path = Path(path)
     if not path.exists():
@@ -109,6 +111,14 @@ def read_image(path, size=None, *, background=(255, 255, 255)):
         height, width = (size, size) if np.isscalar(size) else size
     try:
         with Image.open(path) as image:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.width * image.height > limit:
+                # Pillow only warns up to twice its limit; refuse before decoding.
+                raise ImageReadError(
+                    path, f"the image is too large to decode safely ({image.width}x"
+                          f"{image.height} = {image.width * image.height:,} pixels, more than "
+                          f"PIL.Image.MAX_IMAGE_PIXELS = {limit:,}); raise that limit if you "
+                          "trust the file")
             if size is not None and image.format == "JPEG":
                 # Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 when the file is
                 # at least that much larger than needed: less work, less memory.
@@ -456,6 +466,13 @@ def image_source(X, size, *, image_shape=None, background=(255, 255, 255), on_er
         shape = _resolve_image_shape(flat_width, image_shape)
         array = array.reshape((len(array),) + shape)
     _check_image_ndim(array, "X")
+    if array.ndim == 3 and array.shape[2] in (3, 4) and min(array.shape[:2]) > array.shape[2]:
+        warnings.warn(
+            f"X of shape {array.shape} is read as {array.shape[0]} grayscale images of "
+            f"{array.shape[1]}x{array.shape[2]} pixels. If it is one colour image, pass "
+            "X[np.newaxis] (shape (1, height, width, channels)).",
+            UserWarning, stacklevel=3,
+        )
     source = ArrayImages(array, size)
     source.flat_width = flat_width
     return source

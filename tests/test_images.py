@@ -200,3 +200,79 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path / "nope")
     with pytest.raises(ValueError, match="No images found"):
         load_image_folder(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# Real-world files: colour spaces, bit depths, animation, size, orientation, names
+# --------------------------------------------------------------------------
+def test_cmyk_jpeg_becomes_rgb(tmp_path):
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=95)
+    with Image.open(tmp_path / "cmyk.jpg") as check:
+        assert check.mode == "CMYK"
+    image = read_image(tmp_path / "cmyk.jpg")
+    assert image.shape == (16, 16, 3)
+    red, green, blue = image.reshape(-1, 3).mean(axis=0)
+    assert red > 200 and green < 60 and blue < 60  # CMYK (0, 100%, 100%, 0) is red
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as check:
+        assert check.mode.startswith("I")
+    image = read_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(image[..., 0], np.rint(ramp / 257.0).astype(np.uint8))
+    assert image.max() == 255 and image.min() == 0
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    with Image.open(tmp_path / "anim.gif") as check:
+        assert check.n_frames == 2
+    image = read_image(tmp_path / "anim.gif")
+    assert (image[..., 0] > 200).all() and (image[..., 2] < 50).all()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    # 10,000 x 10,000 (1e8 pixels > Pillow's 89,478,485 limit): a few hundred KB on disk.
+    Image.new("L", (10_000, 10_000)).save(tmp_path / "bomb.png", compress_level=1)
+    assert (tmp_path / "bomb.png").stat().st_size < 2_000_000
+    with pytest.raises(ImageReadError,
+                       match=r"too large to decode safely \(10000x10000 = 100,000,000 pixels"):
+        read_image(tmp_path / "bomb.png", 8)
+    source = image_source([str(tmp_path / "bomb.png")], 8, on_error="skip")
+    assert list(source.load(slice(None))[1]) == [0]
+
+
+def test_exif_orientation_is_respected(tmp_path):
+    array = np.zeros((8, 16, 3), dtype=np.uint8)  # 16 wide, 8 tall; left half white
+    array[:, :8] = 255
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    shown = read_image(tmp_path / "rotated.jpg")
+    assert shown.shape == (16, 8, 3)  # upright: 8 wide, 16 tall
+    assert shown[:6].mean() > 200 and shown[-6:].mean() < 50  # white half now on top
+
+
+def test_non_ascii_file_names(tmp_path, rng):
+    folder = tmp_path / "fotos_été" / "猫"
+    folder.mkdir(parents=True)
+    array = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(array).save(folder / "chat_ñ_😀.png")
+    paths, labels = load_image_folder(tmp_path / "fotos_été")
+    assert list(labels) == ["猫"] and paths[0].endswith("chat_ñ_😀.png")
+    batch = _load_all(image_source(paths, 8))
+    np.testing.assert_array_equal(batch[0], array.astype(np.float32))
+    with pytest.raises(ImageReadError, match="pas_là_😀.png"):
+        read_image(folder / "pas_là_😀.png")
+
+
+def test_one_image_without_a_batch_axis_warns(rng):
+    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match=r"read as 16 grayscale images of 16x3.*X\[np.newaxis\]"):
+        image_source(image, 8)
+    assert len(image_source(image[np.newaxis], 8)) == 1  # the single-image form
