@@ -15,7 +15,28 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
-__all__ = ["seeded", "predict_source", "progress_bar"]
+__all__ = ["PRECISIONS", "precision_scope", "reinitialize", "seeded", "predict_source",
+           "progress_bar"]
+
+#: ``precision`` values and the Keras dtype policy each builds models under.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def precision_scope(precision):
+    """Build models under ``precision``'s Keras dtype policy; restore the global policy.
+
+    ``"bfloat16"`` is Keras' ``mixed_bfloat16``: weights stay float32, layers
+    compute in bfloat16 (about 2x the float32 speed on CPUs with AVX-512 BF16
+    or AMX, and on recent GPUs). The policy is global in Keras, so it is set
+    only while layers are created and put back at once.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @contextlib.contextmanager
@@ -36,6 +57,36 @@ def seeded(seed):
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+def reinitialize(layers, seed):
+    """Draw the random initial weights of ``layers`` again, seeded from ``seed`` alone.
+
+    Keras gives an initializer without a seed one drawn from Python's global
+    ``random`` when the layer is built. Other threads of the process (a Dask
+    worker's event loop, for one) draw from it too, so ``seeded`` alone does not
+    make initial weights reproducible there. Each weight is drawn again from its
+    own initializer (same distribution) with a seed derived from ``seed`` and the
+    layer's position.
+    """
+    for i, layer in enumerate(layers):
+        initializers = sorted(
+            (name, value) for name, value in vars(layer).items()
+            if name.endswith("_initializer") and isinstance(value, keras.initializers.Initializer)
+        )
+        for j, (name, initializer) in enumerate(initializers):
+            config = initializer.get_config()
+            if "seed" not in config:
+                continue  # constant initializers (zeros, ones) draw nothing
+            stem = name[: -len("_initializer")]
+            variable = getattr(layer, stem, None)
+            if not isinstance(variable, keras.Variable):
+                variable = getattr(layer, stem + "_kernel", None)
+            if not isinstance(variable, keras.Variable):
+                continue
+            derived = (seed * 1_000_003 + i * 101 + j) % (2**31 - 1)
+            fresh = type(initializer).from_config({**config, "seed": derived})
+            variable.assign(fresh(variable.shape, dtype=variable.dtype))
 
 
 class _NullProgress:

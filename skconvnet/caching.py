@@ -145,20 +145,33 @@ class _Subset:
             close()
 
 
-def cached_predict(model, network_key, source, batch_size, cache, *, verbose=0):
+def cached_predict(model, network_key, source, batch_size, cache, *, verbose=0,
+                   on_failures=None):
     """Outputs of ``model`` for every image of ``source``, computed once per image.
 
     Returns a list of arrays (one per model output), each ``(len(source), ...)``.
+    Images the source could not read (``on_error="skip"``) are reported to
+    ``on_failures(0, {index: error})`` and never stored.
     """
     store = _store(cache)
     image_keys = source.content_keys()
-    found = [store.get((network_key, key)) for key in image_keys]
+    found = [None if key is None else store.get((network_key, key)) for key in image_keys]
     missing = [i for i, value in enumerate(found) if value is None]
     if missing:
-        outputs = predict_source(model, _Subset(source, missing), batch_size, verbose=verbose)
+        failed = {}
+
+        def record(start, failures):
+            for position, error in failures.items():
+                failed[missing[start + position]] = error
+
+        outputs = predict_source(model, _Subset(source, missing), batch_size, verbose=verbose,
+                                 on_failures=record)
         outputs = outputs if isinstance(outputs, list) else [outputs]
         for row, i in enumerate(missing):
             arrays = [np.array(output[row]) for output in outputs]
-            store.put((network_key, image_keys[i]), arrays)
+            if i not in failed and image_keys[i] is not None:
+                store.put((network_key, image_keys[i]), arrays)
             found[i] = arrays
+        if failed and on_failures is not None:
+            on_failures(0, failed)
     return [np.stack([value[k] for value in found]) for k in range(len(found[0]))]

@@ -12,56 +12,19 @@ __all__ = ["main"]
 
 
 def _demo(args):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_validate
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from .demo import DemoConfig, run_demo
 
-    from .datasets import fetch_food_photos
-    from .extraction import ConvFeatureExtractor
-    from .images import image_source
-
-    print("Fetching the food photos (task: plant vs animal) ...", flush=True)
-    paths, labels = fetch_food_photos("plant-animal")
-    if args.limit:
-        paths, labels = paths[: args.limit], labels[: args.limit]
-    names, counts = np.unique(labels, return_counts=True)
-    print(f"{len(paths)} unique photos: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
-    cv = StratifiedKFold(args.folds, shuffle=True, random_state=0)
-
-    def probe():
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
-
-    rows = []
-
-    def run(name, make_features):
-        print(f"- {name} ...", flush=True)
-        start = time.perf_counter()
-        features = make_features()
-        extract = time.perf_counter() - start
-        result = cross_validate(probe(), features, labels, cv=cv)
-        rows.append((name, result["test_score"], extract + result["fit_time"].mean(),
-                     result["score_time"].mean()))
-
-    def raw_pixels():
-        batch, _ = image_source(paths, 32).load(slice(None))
-        return batch.reshape(len(batch), -1) / 255.0
-
-    run("raw 32x32 pixels + LogisticRegression", raw_pixels)
-    for weights in (None, args.weights):
-        label = "random weights" if weights is None else f"weights={weights!r}"
-        run(f"{args.base} ({label}) features + LogisticRegression",
-            lambda w=weights: ConvFeatureExtractor(
-                args.base, weights=w, layer=args.layer, input_size=args.input_size,
-                random_state=0, verbose=args.verbose,
-            ).fit_transform(paths))
+    weights = None if args.weights in ("none", "None") else args.weights
+    config = DemoConfig(
+        base=args.base, weights=weights, layer=_layer_arg(args.layer),
+        input_size=args.input_size, folds=args.folds, limit=args.limit,
+        warmup_epochs=args.warmup_epochs, epochs=args.epochs, output_dir=args.output_dir,
+        plots=not args.no_plots, verbose=args.verbose, approaches=tuple(args.only),
+    )
+    result = run_demo(config, log=lambda line: print(line, flush=True))
     print()
-    print(f"| approach | accuracy ({args.folds}-fold, mean +- std) | extract + fit (s) | "
-          "probe predict (s) |")
-    print("|---|---|---|---|")
-    for name, scores, fit_time, predict_time in rows:
-        print(f"| {name} | {scores.mean():.3f} +- {scores.std():.3f} | {fit_time:.1f} | "
-              f"{predict_time:.3f} |")
+    print(result["table"])
+    print(f"\n{len(result['rows'])} approaches in {result['seconds']:.0f} s")
     return 0
 
 
@@ -147,8 +110,18 @@ def build_parser():
                       help="pretrained weights of the base (e.g. hed-bsds500 for vgg16)")
     demo.add_argument("--layer", default=None, help="cut the base at this layer")
     demo.add_argument("--input-size", type=int, default=160)
-    demo.add_argument("--folds", type=int, default=5)
-    demo.add_argument("--limit", type=int, default=None, help="use only the first N photos")
+    demo.add_argument("--folds", type=int, default=3,
+                      help="held-out folds (stratified); each approach is fitted once per fold")
+    demo.add_argument("--limit", type=int, default=None,
+                      help="use a random subset of N photos (quicker)")
+    demo.add_argument("--warmup-epochs", type=int, default=6)
+    demo.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
+    demo.add_argument("--only", nargs="+",
+                      default=["raw", "random", "features", "frozen", "finetuned"],
+                      choices=["raw", "random", "features", "frozen", "finetuned"],
+                      help="run only these approaches")
+    demo.add_argument("--output-dir", default=".", help="where the PNG pictures go")
+    demo.add_argument("--no-plots", action="store_true", help="do not draw the pictures")
     demo.add_argument("--verbose", type=int, default=1)
     demo.set_defaults(run=_demo)
     bases = commands.add_parser("bases", help="list the registered convolutional bases")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -16,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from ._runtime import predict_source, seeded
+from ._runtime import precision_scope, predict_source, reinitialize, seeded
 from ._validation import InvalidParameterError, check_float, check_int, check_param
 from .augmentation import augmentation_layers, check_augment
 from .extraction import validate_image_params
@@ -146,6 +147,15 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         RMSprop learning rate of phase 1.
     batch_size : int, default=32
         Images per training step and per forward pass.
+    precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` trains and predicts under Keras' ``mixed_bfloat16``
+        policy: float32 weights, bfloat16 arithmetic, float32 output layer.
+    distribution : None, "mirrored" or a distribution object, default=None
+        Train one model on several devices of this machine (data parallel).
+        ``"mirrored"`` uses every GPU (``tf.distribute.MirroredStrategy()`` on
+        TensorFlow, ``keras.distribution.DataParallel()`` on JAX); or pass your
+        own ``tf.distribute.Strategy`` or ``keras.distribution.Distribution``.
+        ``batch_size`` is the global batch, split evenly over the replicas.
     class_weight : "balanced", dict or None, default=None
         ``"balanced"`` weights samples inversely to class frequency; a dict maps
         class labels to weights (missing classes weigh 1).
@@ -236,6 +246,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         learning_rate=1e-5,
         warmup_learning_rate=1e-3,
         batch_size=32,
+        precision="float32",
+        distribution=None,
         class_weight=None,
         validation_fraction=None,
         n_iter_no_change=None,
@@ -259,6 +271,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.warmup_learning_rate = warmup_learning_rate
         self.batch_size = batch_size
+        self.precision = precision
+        self.distribution = distribution
         self.class_weight = class_weight
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -286,6 +300,13 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
                     low_open=True, high_open=True, allow_none=True)
         check_int(self, "n_iter_no_change", self.n_iter_no_change, low=1, allow_none=True)
         check_cache(self, self.cache)
+        if not (self.distribution in (None, "mirrored")
+                or callable(getattr(self.distribution, "scope", None))):
+            raise InvalidParameterError(
+                f"The 'distribution' parameter of {type(self).__name__} must be None, "
+                "'mirrored' or a tf.distribute.Strategy / keras.distribution.Distribution "
+                f"(an object with a scope() method). Got {self.distribution!r} instead."
+            )
         unfreeze = self.unfreeze
         if not (
             (isinstance(unfreeze, numbers.Integral) and not isinstance(unfreeze, bool)
@@ -322,6 +343,11 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         return weighted[-self.unfreeze]
 
     def _build(self, spec, weights, size, seed, n_outputs, settings):
+        """:meth:`_build_layers` under the dtype policy of ``precision``."""
+        with precision_scope(self.precision):
+            return self._build_layers(spec, weights, size, seed, n_outputs, settings)
+
+    def _build_layers(self, spec, weights, size, seed, n_outputs, settings):
         """The network, its base and the frozen/trainable split of the base.
 
         Returns
@@ -355,7 +381,9 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         if self.dropout:
             head_layers.append(keras.layers.Dropout(self.dropout, seed=seed, name="head_dropout"))
         activation = "sigmoid" if n_outputs == 1 else "softmax"
-        head_layers.append(keras.layers.Dense(n_outputs, activation=activation, name="predictions"))
+        # float32 probabilities whatever the policy (Keras' mixed-precision advice).
+        head_layers.append(keras.layers.Dense(n_outputs, activation=activation, dtype="float32",
+                                              name="predictions"))
 
         def head(x):
             if top is not None:
@@ -369,7 +397,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         augmentation = augmentation_layers(settings, seed)
         if augmentation is not None:
             x = augmentation(x)
-        x = ImagePreprocessing(preprocessing, name="preprocessing")(x)
+        x = ImagePreprocessing(preprocessing, name="preprocessing", dtype="float32")(x)
         frozen = None
         if bottom is not None:
             bottom.trainable = False
@@ -377,7 +405,25 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
             if augmentation is None:
                 frozen = keras.Model(inputs, x, name="frozen")
         model = keras.Model(inputs, head(x), name="finetuned")
+        if seed is not None:
+            reinitialize(head_layers, seed)
+            if spec is not None and weights is None:
+                reinitialize(base.layers, seed)
         return model, {"base": base, "start": start, "frozen": frozen, "head": head}
+
+    def _distribution_scope(self):
+        """The scope models are built, compiled and trained in (none without distribution)."""
+        distribution = self.distribution
+        if distribution is None:
+            return contextlib.nullcontext()
+        if distribution == "mirrored":
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                distribution = tf.distribute.MirroredStrategy()
+            else:
+                distribution = keras.distribution.DataParallel()
+        return distribution.scope()
 
     def _cache_key(self, spec, size, background, start):
         """Identity of the frozen bottom, or None when its outputs cannot be cached."""
@@ -389,7 +435,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
 
             weights = file_digest(weights)
         return model_key("finetune-bottom", spec.name, weights, self.random_state, self.layer,
-                         size, background, start)
+                         size, background, start, self.precision)
 
     # ------------------------------------------------------------------
     def fit(self, X, y):
@@ -427,7 +473,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         n_outputs = 1 if n_classes == 2 else n_classes
         loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
 
-        with seeded(seed):
+        with seeded(seed), self._distribution_scope():
             model, parts = self._build(spec, weights, size, seed, n_outputs, settings)
             base, start, frozen = parts["base"], parts["start"], parts["frozen"]
             trained, data = model, source
@@ -470,8 +516,11 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
                     callbacks.append(keras.callbacks.EarlyStopping(
                         monitor="val_loss", patience=self.n_iter_no_change,
                         restore_best_weights=True))
+                # _Batches reshuffles with its own generator; Keras' shuffle of the batch
+                # order would draw from Python's global `random`, which other threads (a
+                # Dask worker's event loop) also draw from: not reproducible there.
                 record = trained.fit(train, validation_data=validation, epochs=n_epochs,
-                                     callbacks=callbacks, verbose=self.verbose)
+                                     callbacks=callbacks, verbose=self.verbose, shuffle=False)
                 for i in range(len(record.history.get("loss", []))):
                     entry = {"phase": phase, "epoch": len(history)}
                     entry.update({k: float(v[i]) for k, v in record.history.items()})

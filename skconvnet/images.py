@@ -286,7 +286,9 @@ class FileImages:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         sha.update(block)
             except OSError as exc:
-                raise ImageReadError(path, str(exc)) from None
+                if self.on_error == "raise":
+                    raise ImageReadError(path, str(exc)) from None
+                return None  # unreadable: never cached, reported when loaded
             return sha.hexdigest()
 
         with ThreadPoolExecutor(self.n_threads) as pool:

@@ -38,7 +38,8 @@ def resolve_base(base):
     return get_base_spec(base)
 
 
-def _is_weights_path(weights):
+def is_weights_path(weights):
+    """Whether ``weights`` names a weights file (by suffix) rather than a source."""
     return isinstance(weights, os.PathLike) or (
         isinstance(weights, str) and weights.lower().endswith(WEIGHT_SUFFIXES)
     )
@@ -48,7 +49,7 @@ def check_weights(estimator, spec, weights):
     """Validate ``weights`` against what the base offers; return it unchanged."""
     if weights is None:
         return None
-    if _is_weights_path(weights):
+    if is_weights_path(weights):
         path = os.fspath(weights)
         if not os.path.isfile(path):
             raise InvalidParameterError(
@@ -179,13 +180,20 @@ def pooling_layer(pooling, feature_ndim, name="pool"):
 
 
 def feature_model(base, preprocessing, input_size, pooling, name="features"):
-    """``image -> preprocessing -> base -> pooling`` as one functional model."""
+    """``image -> preprocessing -> base -> pooling`` as one functional model.
+
+    Preprocessing runs in float32 whatever the dtype policy (mean subtraction
+    in bfloat16 would lose the low bits of every pixel), and the features come
+    out as float32.
+    """
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    x = ImagePreprocessing(preprocessing, name="preprocessing")(inputs)
+    x = ImagePreprocessing(preprocessing, name="preprocessing", dtype="float32")(inputs)
     x = base(x)
     pool = pooling_layer(pooling, len(base.output.shape))
     if pool is not None:
         x = pool(x)
+    if x.dtype != "float32":
+        x = keras.layers.Activation("linear", dtype="float32", name="as_float32")(x)
     return keras.Model(inputs, x, name=name)
 
 

@@ -178,7 +178,7 @@ def plot_feature_maps(estimator, image, *, layer=None, max_maps=32, n_cols=8, si
     n_maps = min(max_maps, maps.shape[-1])
     n_cols = min(n_cols, n_maps)
     n_rows = -(-n_maps // n_cols)
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows + 0.4),
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, (size + 0.25) * n_rows + 0.4),
                                 squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n_maps:
