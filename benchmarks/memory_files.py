@@ -9,7 +9,6 @@ Run:  python benchmarks/memory_files.py [--n 20000] [--base mobilenetv2] [--size
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile

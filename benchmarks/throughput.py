@@ -104,12 +104,59 @@ def precision_table(paths, labels, repeats):
             accuracy = cross_val_score(probe, features, labels, cv=cv).mean()
             result[precision] = (len(arrays) / seconds, features, accuracy)
         (f32_speed, f32, f32_acc), (bf_speed, bf, bf_acc) = result["float32"], result["bfloat16"]
-        cosine = (f32 * bf).sum(1) / (np.linalg.norm(f32, axis=1) * np.linalg.norm(bf, axis=1)
-                                      + 1e-12)
+        f32, bf = f32.astype(np.float64), bf.astype(np.float64)  # random nets: norms ~1e-11
+        cosine = (f32 * bf).sum(1) / np.maximum(
+            np.linalg.norm(f32, axis=1) * np.linalg.norm(bf, axis=1), np.finfo(np.float64).tiny)
         rows.append((f"{base} @{size} ({weights or 'random'})", f32_speed, bf_speed,
                      bf_speed / f32_speed, cosine.min(), cosine.mean(), f32_acc, bf_acc))
         print(f"  {base}: float32 {f32_speed:.1f} img/s, bfloat16 {bf_speed:.1f} img/s", flush=True)
     return rows
+
+
+# VGG16's convolutional base at 224 x 224: 15.35 G multiply-adds per image (Simonyan &
+# Zisserman; keras' count of the 13 convolutions), i.e. about 30.7 GFLOP.
+VGG16_224_GFLOP = 30.7
+
+
+def gpu_table(n_images, batch_size, peak_tflops):
+    """VGG16 @224, float32 and bfloat16, on whatever accelerator the backend sees."""
+    import keras
+
+    from skconvnet import ConvFeatureExtractor
+
+    arrays = np.random.default_rng(0).integers(0, 256, (n_images, 224, 224, 3)).astype("uint8")
+    print(f"backend {keras.backend.backend()}, devices: {_devices()}", flush=True)
+    rows = []
+    for precision in ("float32", "bfloat16"):
+        extractor = ConvFeatureExtractor("vgg16", weights=None, input_size=224, random_state=0,
+                                         batch_size=batch_size, precision=precision)
+        extractor.fit(arrays[:1]).transform(arrays[:batch_size])  # trace once
+        seconds = _best_of(2, lambda: extractor.transform(arrays))
+        speed = n_images / seconds
+        tflops = speed * VGG16_224_GFLOP / 1000
+        rows.append((precision, speed, tflops, tflops / peak_tflops if peak_tflops else None))
+    print(f"\nVGG16 @224, random weights, batch {batch_size}, {n_images} images in memory:\n")
+    print("| precision | img/s | achieved TFLOP/s | share of the matrix peak |")
+    print("|---|---|---|---|")
+    for precision, speed, tflops, share in rows:
+        print(f"| {precision} | {speed:.0f} | {tflops:.1f} | "
+              f"{'-' if share is None else f'{share:.0%} of {peak_tflops:g}'} |")
+
+
+def _devices():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(0)] if torch.cuda.is_available() else ["cpu"]
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices()]
 
 
 def main():
@@ -118,8 +165,17 @@ def main():
                         help="JPEG files for the throughput table (food photos)")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "precision"])
+    parser.add_argument("--gpu", action="store_true",
+                        help="only the GPU table: VGG16 @224, float32 vs bfloat16, batch 256 "
+                             "(run with KERAS_BACKEND=jax where there is no TensorFlow)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the accelerator's dense bf16 matrix peak, for the last column "
+                             "(H100 SXM: 989)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.gpu:
+        gpu_table(args.images, 256, args.peak_tflops)  # on a GPU: --images 4096
+        return
     from skconvnet.datasets import fetch_food_photos
 
     paths, labels = fetch_food_photos("plant-animal")

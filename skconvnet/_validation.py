@@ -92,7 +92,6 @@ def check_random_state_param(estimator, value):
           "a numpy RandomState or None", value)
 
 
-
 def _describe_options(options):
     # A string starting with "a " describes a type ("a dict"), not a literal option.
     shown = [option if isinstance(option, str) and option.startswith("a ") else repr(option)
@@ -100,4 +99,3 @@ def _describe_options(options):
     if len(shown) == 1:
         return f"{shown[0]}"
     return "one of " + ", ".join(shown[:-1]) + f" or {shown[-1]}"
-

@@ -109,7 +109,8 @@ def _assign_state(model, state):
             model.get_layer(f"{name}_expand_conv").set_weights(
                 [conv(f"{torch}._expand_conv.weight")])
             batchnorm(f"{name}_expand_bn", f"{torch}._bn0")
-        model.get_layer(f"{name}_dwconv").set_weights([depthwise(f"{torch}._depthwise_conv.weight")])
+        model.get_layer(f"{name}_dwconv").set_weights(
+            [depthwise(f"{torch}._depthwise_conv.weight")])
         batchnorm(f"{name}_bn", f"{torch}._bn1")
         model.get_layer(f"{name}_project_conv").set_weights([conv(f"{torch}._project_conv.weight")])
         batchnorm(f"{name}_project_bn", f"{torch}._bn2")
@@ -162,7 +163,8 @@ def EfficientNetLite0(include_top=True, weights="imagenet", input_shape=None, cl
         ``"lite"`` preprocessing).
     """
     if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(f"classes must be 1000 with ImageNet weights and include_top; got {classes}.")
+        raise ValueError(
+            f"classes must be 1000 with ImageNet weights and include_top; got {classes}.")
     model = _architecture(include_top, input_shape, classes, dropout_rate)
     if weights == "imagenet":
         load_weights_file(model, imagenet_weights_file(include_top), "efficientnet_lite0")

@@ -168,8 +168,8 @@ def plot_feature_maps(estimator, image, *, layer=None, max_maps=32, n_cols=8, si
             f"(output of rank 4); {chosen.name!r} outputs shape {tuple(chosen.output.shape)}."
         )
     probe = keras.Model(base.input, chosen.output)
-    images = [image] if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__") else \
-        np.asarray(image)[None]
+    is_path = isinstance(image, (str, bytes)) or hasattr(image, "__fspath__")
+    images = [image] if is_path else np.asarray(image)[None]
     batch, _ = image_source(images, estimator.input_size_).load(slice(None))
     preprocessed = model.get_layer("preprocessing")(batch)
     maps = keras.ops.convert_to_numpy(probe(preprocessed, training=False))[0]
@@ -178,7 +178,8 @@ def plot_feature_maps(estimator, image, *, layer=None, max_maps=32, n_cols=8, si
     n_maps = min(max_maps, maps.shape[-1])
     n_cols = min(n_cols, n_maps)
     n_rows = -(-n_maps // n_cols)
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, (size + 0.25) * n_rows + 0.4),
+    figsize = (size * n_cols, (size + 0.25) * n_rows + 0.4)
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=figsize,
                                 squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= n_maps:

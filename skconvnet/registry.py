@@ -299,6 +299,7 @@ _keras_app("nasnetmobile", _apps.NASNetMobile, _apps.nasnet, "tf", 224, 1056,
 _keras_app("nasnetlarge", _apps.NASNetLarge, _apps.nasnet, "tf", 331, 4032,
            r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end")
 
+
 def _lite_preprocess_input(x):
     """EfficientNet-Lite's input normalisation, ``(x - 127) / 128`` (the reference)."""
     return (x - 127.0) / 128.0

@@ -246,4 +246,3 @@ def load(path):
                      f"{exc}") from exc
     del rebuilt
     return estimator
-

@@ -21,7 +21,6 @@ from skconvnet import (  # noqa: E402
     plot_feature_maps,
     plot_history,
 )
-from skconvnet.finetune import weighted_layers  # noqa: E402
 from skconvnet.plotting import smooth_curve  # noqa: E402
 
 from conftest import make_shapes, tiny_extractor  # noqa: E402

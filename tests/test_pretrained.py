@@ -106,7 +106,8 @@ def test_hed_conversion_copies_the_vgg16_convolutions(cache_dir):
         np.testing.assert_array_equal(
             base.get_layer("block1_conv1").get_weights()[0], h5["block1/layers/conv2d/vars/0"][()])
         np.testing.assert_array_equal(
-            base.get_layer("block5_conv3").get_weights()[1], h5["block5/layers/conv2d_2/vars/1"][()])
+            base.get_layer("block5_conv3").get_weights()[1],
+            h5["block5/layers/conv2d_2/vars/1"][()])
 
 
 @needs_hed

@@ -113,7 +113,8 @@ def test_loading_in_a_new_process(saved_classifier, tmp_path):
     code = (
         "import sys, numpy as np, skconvnet, skconvnet.testing;"
         f"clf = skconvnet.load({str(path)!r});"
-        f"np.save({str(tmp_path / 'p.npy')!r}, clf.predict_proba(np.load({str(tmp_path / 'X.npy')!r})))"
+        f"X = np.load({str(tmp_path / 'X.npy')!r});"
+        f"np.save({str(tmp_path / 'p.npy')!r}, clf.predict_proba(X))"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
