@@ -222,11 +222,18 @@ def _pictures(config, paths, labels, splits, classifier, rows, choices, say):
     figure.savefig(curves, dpi=90, bbox_inches="tight")
     plt.close(figure)
 
+    # The first photo of the smallest class (an animal product): a plain object on white
+    # shows more in its maps than the first photo overall, a close-up of grains.
+    names, counts = np.unique(labels, return_counts=True)
+    photo = paths[labels == names[np.argmin(counts)]][0]
     extractor = ConvFeatureExtractor(config.base, weights=config.weights, layer=config.layer,
-                                     input_size=config.input_size).fit(list(paths[:1]))
+                                     input_size=config.input_size).fit([photo])
     layer = _feature_map_layer(extractor, config.input_size)
     maps = os.path.join(config.output_dir, "skconvnet-demo-feature-maps.png")
-    figure = plot_feature_maps(extractor, paths[0], layer=layer, max_maps=16, size=1.2)
+    figure = plot_feature_maps(extractor, photo, layer=layer, max_maps=16, size=1.2)
+    figure.suptitle(f"{config.base} ({config.weights}), {layer}, photo "
+                    f"{os.path.basename(photo)}: first 16 of "
+                    f"{extractor.base_model_.get_layer(layer).output.shape[-1]} maps")
     figure.savefig(maps, dpi=80, bbox_inches="tight")
     plt.close(figure)
     say(f"saved {curves} and {maps}")
