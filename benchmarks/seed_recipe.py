@@ -179,8 +179,8 @@ def main():
     splits = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(paths, y)
     recipe, ours, walls = [], [], {"recipe": [], "skconvnet": []}
     for fold, (train, test) in enumerate(splits, start=1):
-        for name, function, store in (("recipe", seed_recipe, recipe),
-                                      ("skconvnet", with_skconvnet, ours)):
+        for name, function, store in (("skconvnet", with_skconvnet, ours),
+                                      ("recipe", seed_recipe, recipe)):
             tick = time.perf_counter()
             store.append(function(list(paths[train]), y[train], list(paths[test]), y[test],
                                   weights_file, args.epochs, args.seed))
