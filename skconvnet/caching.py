@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import numbers
 import os
 import tempfile
 import threading
@@ -43,6 +44,24 @@ def check_cache(estimator, cache):
         f"The 'cache' parameter of {type(estimator).__name__} must be None, 'memory' or a "
         f"folder path. Got {cache!r} instead."
     )
+
+
+def weights_identity(weights, random_state):
+    """What identifies a base's weights in a cache key; None when they cannot be re-created.
+
+    A weights file is identified by its content (SHA-256), a named source by its
+    name, random initialisation by an int seed. Random initialisation without
+    one (None or a RandomState instance) gives a new network every build.
+    """
+    from .models import is_weights_path
+    from .weights import file_digest
+
+    if weights is None:
+        seeded = isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
+        return ("random", int(random_state)) if seeded else None
+    if is_weights_path(weights):
+        return ("file", file_digest(weights))
+    return ("named", weights)
 
 
 def model_key(*parts):

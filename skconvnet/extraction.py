@@ -16,16 +16,14 @@ from ._validation import (
     check_param,
     check_random_state_param,
 )
-from .caching import cached_predict, check_cache, model_key
+from .caching import cached_predict, check_cache, model_key, weights_identity
 from .images import check_flat_width, image_source
-from .weights import file_digest
 from .models import (
     POOLING_OPTIONS,
     build_base,
     check_weights,
     cut_base,
     feature_model,
-    is_weights_path,
     resolve_base,
 )
 
@@ -282,13 +280,9 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Ba
 
     def _cache_key(self, background):
         """Identity of the features, or None when they cannot be cached."""
-        if not isinstance(self.base, str):
+        weights = weights_identity(self.weights, self.random_state)
+        if not isinstance(self.base, str) or weights is None:
             return None
-        if self.weights is None and not isinstance(self.random_state, numbers.Integral):
-            return None  # a new random network on every build
-        weights = self.weights
-        if is_weights_path(weights):
-            weights = file_digest(weights)
         return model_key("features", self.base, weights, self.random_state, self.layer,
                          self.pooling, self.input_size_, background, self.precision)
 

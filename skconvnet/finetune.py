@@ -23,7 +23,7 @@ from .augmentation import augmentation_layers, check_augment
 from .extraction import validate_image_params
 from .images import check_flat_width, image_source
 from .layers import ImagePreprocessing
-from .caching import cached_predict, check_cache, model_key
+from .caching import cached_predict, check_cache, model_key, weights_identity
 from .models import (
     POOLING_OPTIONS,
     build_base,
@@ -427,13 +427,9 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
 
     def _cache_key(self, spec, size, background, start):
         """Identity of the frozen bottom, or None when its outputs cannot be cached."""
-        if spec is None or (self.weights is None and self.random_state is None):
+        weights = weights_identity(self.weights, self.random_state)
+        if spec is None or weights is None:
             return None
-        weights = self.weights
-        if weights is not None and not (isinstance(weights, str) and weights in spec.weight_names):
-            from .weights import file_digest
-
-            weights = file_digest(weights)
         return model_key("finetune-bottom", spec.name, weights, self.random_state, self.layer,
                          size, background, start, self.precision)
 

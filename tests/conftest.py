@@ -61,3 +61,19 @@ def tiny_extractor(**params):
     defaults = dict(base="tiny", weights=None, input_size=16, random_state=0, batch_size=4)
     defaults.update(params)
     return ConvFeatureExtractor(**defaults)
+
+
+@pytest.fixture
+def model_calls(monkeypatch):
+    """A list that records the number of images of every model pass the caches make."""
+    import skconvnet.caching as caching
+
+    calls = []
+    original = caching.predict_source
+
+    def counting(model, source, *args, **kwargs):
+        calls.append(len(source))
+        return original(model, source, *args, **kwargs)
+
+    monkeypatch.setattr(caching, "predict_source", counting)
+    return calls

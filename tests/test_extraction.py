@@ -320,27 +320,13 @@ def test_bad_precision():
         tiny_extractor(precision="fp8").fit(np.zeros((1, 16, 16, 3)))
 
 
-def _counting_predictions(monkeypatch):
-    import skconvnet.caching as caching
-
-    calls = []
-    original = caching.predict_source
-
-    def counting(model, source, *args, **kwargs):
-        calls.append(len(source))
-        return original(model, source, *args, **kwargs)
-
-    monkeypatch.setattr(caching, "predict_source", counting)
-    return calls
-
-
 @pytest.mark.parametrize("cache", ["memory", "folder"])
-def test_feature_cache_makes_repeated_transforms_free(monkeypatch, tmp_path, images, cache):
+def test_feature_cache_makes_repeated_transforms_free(model_calls, tmp_path, images, cache):
     from skconvnet.caching import clear_memory_cache
 
     clear_memory_cache()
     cache = str(tmp_path / "features") if cache == "folder" else cache
-    calls = _counting_predictions(monkeypatch)
+    calls = model_calls
     plain = tiny_extractor().fit_transform(images)
     first = tiny_extractor(cache=cache).fit_transform(images)
     again = tiny_extractor(cache=cache).fit(images).transform(images[::-1])
@@ -351,10 +337,10 @@ def test_feature_cache_makes_repeated_transforms_free(monkeypatch, tmp_path, ima
     assert calls == [len(images), len(images)]
 
 
-def test_feature_cache_skips_unreadable_files_and_random_networks(monkeypatch, tmp_path,
+def test_feature_cache_skips_unreadable_files_and_random_networks(model_calls, tmp_path,
                                                                   image_files, images):
     folder = tmp_path / "features"
-    calls = _counting_predictions(monkeypatch)
+    calls = model_calls
     paths = [image_files[0], str(tmp_path / "missing.png"), image_files[1]]
     extractor = tiny_extractor(cache=str(folder), on_error="skip").fit(paths)
     features = extractor.transform(paths)

@@ -350,18 +350,9 @@ def test_cache_trains_on_frozen_outputs_with_the_same_result(shapes, tmp_path, u
     assert len(files) == len(X)
 
 
-def test_cache_is_reused_across_fits_and_rebuilds_corrupt_entries(shapes, tmp_path, monkeypatch):
-    import skconvnet.caching as caching
-
+def test_cache_is_reused_across_fits_and_rebuilds_corrupt_entries(shapes, tmp_path, model_calls):
     X, y = shapes
-    calls = []
-    original = caching.predict_source
-
-    def counting(model, source, *args, **kwargs):
-        calls.append(len(source))
-        return original(model, source, *args, **kwargs)
-
-    monkeypatch.setattr(caching, "predict_source", counting)
+    calls = model_calls
     folder = tmp_path / "cache"
     first = tiny_classifier(unfreeze=1, cache=str(folder)).fit(X, y).predict_proba(X)
     tiny_classifier(unfreeze=1, cache=str(folder), learning_rate=1e-4).fit(X, y)
