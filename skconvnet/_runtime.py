@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
-__all__ = ["PRECISIONS", "precision_scope", "reinitialize", "seeded", "predict_source",
-           "progress_bar"]
+__all__ = ["PRECISIONS", "call_on_arrays", "precision_scope", "reinitialize", "seeded",
+           "predict_source", "progress_bar"]
 
 #: ``precision`` values and the Keras dtype policy each builds models under.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -150,3 +150,18 @@ def predict_source(model, source, batch_size, *, verbose=0, on_failures=None):
     if close is not None:
         close()
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def call_on_arrays(model, arrays, batch_size):
+    """``model`` (inference mode) on in-memory ``arrays`` (one per input), batch by batch.
+
+    Called eagerly rather than through ``predict``: for the small top-and-head
+    models this is used for, tracing a predict step costs more than the calls.
+    """
+    n = len(arrays[0])
+    outputs = []
+    for start in range(0, n, batch_size):
+        batch = [array[start:start + batch_size] for array in arrays]
+        result = model(batch[0] if len(batch) == 1 else batch, training=False)
+        outputs.append(keras.ops.convert_to_numpy(result).astype(np.float32, copy=False))
+    return np.concatenate(outputs)

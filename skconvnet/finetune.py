@@ -17,7 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from ._runtime import precision_scope, predict_source, reinitialize, seeded
+from ._runtime import call_on_arrays, precision_scope, predict_source, reinitialize, seeded
 from ._validation import InvalidParameterError, check_float, check_int, check_param
 from .augmentation import augmentation_layers, check_augment
 from .extraction import validate_image_params
@@ -53,7 +53,12 @@ class _Arrays:
 
 
 class _Batches(keras.utils.PyDataset):
-    """Training batches drawn from an image source, reshuffled every epoch."""
+    """Training batches drawn from an image source, reshuffled every epoch.
+
+    ``source`` may be swapped between phases (images, cached frozen outputs, the
+    base's outputs) while the order keeps drawing from the same generator, so
+    the cached and the uncached fit see the same batches.
+    """
 
     def __init__(self, source, indices, targets, weights, batch_size, seed, shuffle):
         super().__init__()
@@ -77,6 +82,22 @@ class _Batches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self.order = self.rng.permutation(self.indices)
+
+
+def _model_on(arrays, apply, name):
+    """A model taking batches of ``arrays`` (an :class:`_Arrays`) through ``apply``."""
+    shapes = [array.shape[1:] for array in arrays.arrays]
+    inputs = [keras.Input(shape) for shape in shapes]
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    return keras.Model(inputs, apply(inputs), name=name)
+
+
+def _apply(layers):
+    def apply(x):
+        for layer in layers:
+            x = layer(x)
+        return x
+    return apply
 
 
 def _is_batchnorm(layer):
@@ -358,7 +379,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         parts : dict
             ``base``, ``start`` (first layer trained in phase 2, or None),
             ``frozen`` (``image -> bottom outputs``, without augmentation; None when
-            nothing is frozen) and ``head`` (a function applying top and head).
+            nothing is frozen), ``top`` (``bottom outputs -> base output``, or None),
+            ``head_layers`` and ``head`` (a function applying top and head).
         """
         if spec is None:
             base = keras.models.clone_model(self.base)
@@ -409,7 +431,8 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
             reinitialize(head_layers, seed)
             if spec is not None and weights is None:
                 reinitialize(base.layers, seed)
-        return model, {"base": base, "start": start, "frozen": frozen, "head": head}
+        return model, {"base": base, "start": start, "frozen": frozen, "top": top,
+                       "head_layers": head_layers, "head": head}
 
     def _distribution_scope(self):
         """The scope models are built, compiled and trained in (none without distribution)."""
@@ -472,25 +495,24 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         with seeded(seed), self._distribution_scope():
             model, parts = self._build(spec, weights, size, seed, n_outputs, settings)
             base, start, frozen = parts["base"], parts["start"], parts["frozen"]
-            trained, data = model, source
             key = self._cache_key(spec, size, background, start)
+            route = None
             if cache is not None and frozen is not None and key:
-                # Train on the frozen bottom's outputs, computed once per image.
-                data = _Arrays(cached_predict(frozen, key, source, self.batch_size, cache,
-                                              verbose=self.verbose))
-                shapes = [array.shape[1:] for array in data.arrays]
-                feature_inputs = [keras.Input(shape) for shape in shapes]
-                inputs = feature_inputs[0] if len(shapes) == 1 else feature_inputs
-                trained = keras.Model(inputs, parts["head"](inputs), name="finetuned_top")
+                # Train on the frozen bottom's outputs, computed once per image; predict
+                # goes the same way, so scoring a fold reuses them too.
+                bottom_outputs = _Arrays(cached_predict(frozen, key, source, self.batch_size,
+                                                        cache, verbose=self.verbose))
+                top_model = _model_on(bottom_outputs, parts["head"], "finetuned_top")
+                route = (frozen, key, cache, top_model)
             indices = np.arange(len(targets))
             validation = None
             if self.validation_fraction:
                 indices, held_out = train_test_split(
                     indices, test_size=self.validation_fraction, stratify=targets,
                     random_state=seed if seed is not None else 0)
-                validation = _Batches(data, held_out, targets.astype(np.float32), None,
+                validation = _Batches(source, held_out, targets.astype(np.float32), None,
                                       self.batch_size, seed, shuffle=False)
-            train = _Batches(data, indices, targets.astype(np.float32), sample_weight,
+            train = _Batches(source, indices, targets.astype(np.float32), sample_weight,
                              self.batch_size, seed, shuffle=True)
             phases = [("warmup", None, self.warmup_learning_rate, self.warmup_epochs)]
             if start is not None:
@@ -500,6 +522,19 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
                 if n_epochs == 0:
                     continue
                 set_trainable_from(base, phase_start)
+                if route is None:
+                    trained, data = model, source
+                elif phase_start is None and parts["top"] is not None:
+                    # Warm-up keeps the whole base frozen, so the head's inputs are fixed
+                    # too: run the top once and train the head alone on its outputs.
+                    data = _Arrays([call_on_arrays(parts["top"], bottom_outputs.arrays,
+                                                   self.batch_size)])
+                    trained = _model_on(data, _apply(parts["head_layers"]), "head")
+                else:
+                    trained, data = top_model, bottom_outputs
+                train.source = data
+                if validation is not None:
+                    validation.source = data
                 if self.verbose:
                     what = "head" if phase_start is None else "head and the top {} layers".format(
                         sum(1 for i in weighted_layers(base) if i >= phase_start))
@@ -523,7 +558,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
                     history.append(entry)
         # Fit into locals, swap at the end: an exception or KeyboardInterrupt above
         # leaves a previously fitted classifier exactly as it was.
-        self._model, self._base = model, base
+        self._model, self._base, self._cached_route = model, base, route
         self.classes_ = encoder.classes_
         self.history_ = history
         self.input_size_ = size
@@ -614,7 +649,16 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         source = image_source(X, self.input_size_, image_shape=self.image_shape,
                               background=validate_image_params(self)[4])
         check_flat_width(self, source)
-        scores = predict_source(model, source, self.batch_size).astype(np.float64)
+        route = getattr(self, "_cached_route", None)
+        if route is not None and route[2] == self.cache:
+            # The frozen bottom's outputs of images seen before (e.g. in another fold) come
+            # from the cache; only the trained top and head run.
+            frozen, key, cache, top_model = route
+            arrays = cached_predict(frozen, key, source, self.batch_size, cache)
+            scores = call_on_arrays(top_model, arrays, self.batch_size)
+        else:
+            scores = predict_source(model, source, self.batch_size)
+        scores = scores.astype(np.float64)
         if scores.shape[1] == 1:
             scores = np.hstack([1.0 - scores, scores])
         return scores / scores.sum(axis=1, keepdims=True)
@@ -639,6 +683,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
         state = self.__dict__.copy()
         model = state.pop("_model", None)
         state.pop("_base", None)
+        state.pop("_cached_route", None)
         if model is not None:
             state["_model_weights"] = model.get_weights()
         return state

@@ -1,6 +1,7 @@
 """FineTunedConvClassifier: learning, what each phase may change, sklearn behaviour, errors."""
 
 import gc
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from conftest import make_shapes
 from skconvnet import FineTunedConvClassifier, InvalidParameterError
+from skconvnet.images import image_source
 
 
 def tiny_classifier(**params):
@@ -362,6 +364,32 @@ def test_cache_is_reused_across_fits_and_rebuilds_corrupt_entries(shapes, tmp_pa
     again = tiny_classifier(unfreeze=1, cache=str(folder)).fit(X, y).predict_proba(X)
     assert calls == [len(X), 1]
     np.testing.assert_allclose(again, first, atol=1e-6)
+
+
+@pytest.mark.parametrize("unfreeze", [0, 2])
+def test_predict_goes_through_the_cache_and_matches_the_full_network(
+        shapes, model_calls, unfreeze):
+    from skconvnet._runtime import predict_source
+    from skconvnet.caching import clear_memory_cache
+
+    clear_memory_cache()
+    X, y = shapes
+    seen, unseen = X[:30], X[30:]
+    clf = tiny_classifier(unfreeze=unfreeze, cache="memory").fit(seen, y[:30])
+    assert model_calls == [30]
+    proba = clf.predict_proba(X)
+    assert model_calls == [30, 10]  # only the images fit has not seen go through the bottom
+    clf.predict_proba(X)
+    assert model_calls == [30, 10]
+    full = predict_source(clf.model_, image_source(X, 16), 8)
+    full = np.hstack([1 - full, full])
+    np.testing.assert_allclose(proba, full, atol=1e-5)
+    # Without the fit's cached route (unpickled), the full network gives the same answer.
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_allclose(restored.predict_proba(unseen), proba[30:], atol=1e-5)
+    clf.set_params(cache=None)  # a changed parameter turns the route off
+    np.testing.assert_allclose(clf.predict_proba(unseen), proba[30:], atol=1e-5)
+    assert model_calls == [30, 10]
 
 
 def test_cache_is_skipped_with_augmentation(shapes, tmp_path):
