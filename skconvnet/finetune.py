@@ -189,9 +189,12 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
     cache : None, "memory" or path, default=None
         With ``augment=None``, compute the outputs of the layers phase 2 keeps
         frozen once per image and train the rest on them: folds and grid points
-        over the same images share them. ``"memory"`` keeps them in this
-        process, a folder on disk (shareable between processes). Needs weights
-        that can be re-created (not ``weights=None`` without ``random_state``).
+        over the same images share them, and the warm-up trains the head alone
+        on the base's outputs. ``predict`` goes the same way until the
+        classifier is pickled or ``cache`` changes: scoring a fold reuses what
+        other folds computed. ``"memory"`` keeps them in this process, a folder
+        on disk (shareable between processes). Needs weights that can be
+        re-created (not ``weights=None`` without ``random_state``).
     image_shape : tuple or None, default=None
         Shape of one image when ``X`` is 2-D (see :class:`ConvFeatureExtractor`).
     background : {"white", "black"} or tuple, default="white"
