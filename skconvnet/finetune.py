@@ -411,11 +411,7 @@ class FineTunedConvClassifier(ClassifierMixin, BaseEstimator):
                                               name="predictions"))
 
         def head(x):
-            if top is not None:
-                x = top(x)
-            for layer in head_layers:
-                x = layer(x)
-            return x
+            return _apply(head_layers)(x if top is None else top(x))
 
         inputs = keras.Input((size, size, 3), name="image")
         x = inputs
