@@ -21,8 +21,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold  # noqa: E402
 from skconvnet import FineTunedConvClassifier  # noqa: E402
 from skconvnet.caching import clear_memory_cache  # noqa: E402
 from skconvnet.datasets import fetch_food_photos  # noqa: E402
-from skconvnet.finetune import weighted_layers  # noqa: E402
-from skconvnet.models import build_base  # noqa: E402
+from skconvnet.networks import build_base, weighted_layers  # noqa: E402
 from skconvnet.registry import get_base_spec  # noqa: E402
 
 

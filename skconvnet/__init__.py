@@ -1,14 +1,20 @@
 """skconvnet: transfer learning with pretrained Keras convnets, the scikit-learn way."""
 
+from . import catalogue  # noqa: F401  (registers the bases the package ships)
+from .caching import clear_memory_cache
+from .exceptions import (
+    ImageReadError,
+    InvalidParameterError,
+    UnsafeModelFileError,
+    WeightsUnavailableError,
+)
 from .extraction import ConvFeatureExtractor
 from .finetune import FineTunedConvClassifier
-from .images import ImageReadError, load_image_folder
+from .images import load_image_folder
 from .inspection import inspect_base
 from .plotting import plot_feature_maps, plot_history
-from .saving import UnsafeModelFileError, load, save
-from .models import WeightsUnavailableError
 from .registry import BaseSpec, get_base_spec, list_bases, register_base
-from ._validation import InvalidParameterError
+from .saving import load, save
 
 __version__ = "0.1.0"
 
@@ -20,6 +26,7 @@ __all__ = [
     "InvalidParameterError",
     "UnsafeModelFileError",
     "WeightsUnavailableError",
+    "clear_memory_cache",
     "get_base_spec",
     "inspect_base",
     "list_bases",

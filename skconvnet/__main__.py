@@ -1,11 +1,8 @@
 """python -m skconvnet."""
 
+from .cli import main
 
-def main(argv=None):
-    from .cli import main as cli_main
-
-    return cli_main(argv)
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

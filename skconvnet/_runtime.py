@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
-__all__ = ["PRECISIONS", "call_on_arrays", "precision_scope", "reinitialize", "seeded",
-           "predict_source", "progress_bar"]
+__all__ = ["PRECISIONS", "call_on_arrays", "distribution_scope", "precision_scope",
+           "predict_source", "progress_bar", "reinitialize", "seeded"]
 
 #: ``precision`` values and the Keras dtype policy each builds models under.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -37,6 +37,25 @@ def precision_scope(precision):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def distribution_scope(distribution):
+    """The scope networks are built, compiled and trained in (none without distribution).
+
+    ``"mirrored"`` is every local device: ``tf.distribute.MirroredStrategy()``
+    on TensorFlow, ``keras.distribution.DataParallel()`` on the other backends;
+    any other value is an object with a ``scope()`` method.
+    """
+    if distribution is None:
+        return contextlib.nullcontext()
+    if distribution == "mirrored":
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf  # only on that backend: the others need not have it
+
+            distribution = tf.distribute.MirroredStrategy()
+        else:
+            distribution = keras.distribution.DataParallel()
+    return distribution.scope()
 
 
 @contextlib.contextmanager

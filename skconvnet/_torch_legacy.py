@@ -16,6 +16,8 @@ import struct
 
 import numpy as np
 
+from .exceptions import UnsafeFileError
+
 __all__ = ["load_legacy_state_dict", "UnsafeFileError"]
 
 _MAGIC = 0x1950A86A20F9469CFC6C
@@ -31,10 +33,6 @@ _STORAGE_DTYPES = {
     "ByteStorage": np.uint8,
     "BoolStorage": np.bool_,
 }
-
-
-class UnsafeFileError(pickle.UnpicklingError):
-    """The file asks for a Python object outside the tensor format: refused."""
 
 
 class _StorageType:

@@ -12,7 +12,7 @@ import numbers
 
 import keras
 
-from ._validation import InvalidParameterError
+from .exceptions import InvalidParameterError
 
 __all__ = ["STANDARD_AUGMENTATION", "check_augment", "augmentation_layers"]
 
@@ -29,9 +29,11 @@ STANDARD_AUGMENTATION = {
 _KEYS = tuple(STANDARD_AUGMENTATION)
 
 
-def check_augment(estimator, augment):
-    """``None``, ``"standard"`` or a dict of settings -> a full settings dict or None."""
-    name = type(estimator).__name__
+def check_augment(name, augment):
+    """``None``, ``"standard"`` or a dict of settings -> a full settings dict or None.
+
+    ``name`` is the class named in messages.
+    """
     if augment is None:
         return None
     if isinstance(augment, str) and augment == "standard":

@@ -18,50 +18,17 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import numbers
 import os
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ._fileio import atomic_write
 from ._runtime import predict_source
 
-__all__ = ["check_cache", "cached_predict", "clear_memory_cache", "model_key"]
-
-
-def check_cache(estimator, cache):
-    """``None``, ``"memory"`` or a folder path; returns the value."""
-    from ._validation import InvalidParameterError
-
-    if cache is None or (isinstance(cache, str) and cache == "memory"):
-        return cache
-    if isinstance(cache, (str, os.PathLike)):
-        return cache
-    raise InvalidParameterError(
-        f"The 'cache' parameter of {type(estimator).__name__} must be None, 'memory' or a "
-        f"folder path. Got {cache!r} instead."
-    )
-
-
-def weights_identity(weights, random_state):
-    """What identifies a base's weights in a cache key; None when they cannot be re-created.
-
-    A weights file is identified by its content (SHA-256), a named source by its
-    name, random initialisation by an int seed. Random initialisation without
-    one (None or a RandomState instance) gives a new network every build.
-    """
-    from .models import is_weights_path
-    from .weights import file_digest
-
-    if weights is None:
-        seeded = isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
-        return ("random", int(random_state)) if seeded else None
-    if is_weights_path(weights):
-        return ("file", file_digest(weights))
-    return ("named", weights)
+__all__ = ["cached_predict", "clear_memory_cache", "model_key"]
 
 
 def model_key(*parts):
@@ -130,16 +97,9 @@ class _FolderStore:
             return None  # corrupt or half-written: recompute, the put below replaces it
 
     def put(self, key, arrays):
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as handle:
+        with atomic_write(self._path(key), suffix=".npz") as tmp:
+            with open(tmp, "wb") as handle:
                 np.savez(handle, *arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 def _store(cache):

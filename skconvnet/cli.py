@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+from .demo import DemoConfig, run_demo
+from .exceptions import ImageReadError, InvalidParameterError
+from .extraction import ConvFeatureExtractor
+from .images import IMAGE_EXTENSIONS, load_image_folder
+from .inspection import inspect_base
+from .registry import get_base_spec, list_bases
 
 __all__ = ["main"]
 
 
 def _demo(args):
-    from .demo import DemoConfig, run_demo
-
     weights = None if args.weights in ("none", "None") else args.weights
     config = DemoConfig(
         base=args.base, weights=weights, layer=_layer_arg(args.layer),
@@ -29,8 +35,6 @@ def _demo(args):
 
 
 def _bases(args):
-    from .registry import get_base_spec, list_bases
-
     print("| base | default size | min size | feature width | preprocessing | named weights |")
     print("|---|---|---|---|---|---|")
     for name in list_bases():
@@ -41,8 +45,6 @@ def _bases(args):
 
 
 def _inspect(args):
-    from .inspection import inspect_base
-
     print(inspect_base(args.base, layer=_layer_arg(args.layer), input_size=args.input_size))
     return 0
 
@@ -59,10 +61,6 @@ def _layer_arg(layer):
 
 def _folder_images(root):
     """Images of ``root``: its class sub-folders (labelled) and loose files (label "")."""
-    from pathlib import Path
-
-    from .images import IMAGE_EXTENSIONS, load_image_folder
-
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"{str(root)!r} is not a folder of images.")
@@ -79,8 +77,6 @@ def _folder_images(root):
 
 
 def _extract(args):
-    from .extraction import ConvFeatureExtractor
-
     paths, labels = _folder_images(args.folder)
     weights = None if args.weights in ("none", "None") else args.weights
     extractor = ConvFeatureExtractor(
@@ -156,9 +152,6 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ._validation import InvalidParameterError
-    from .images import ImageReadError
-
     try:
         return args.run(args)
     except (InvalidParameterError, ImageReadError, ValueError, OSError) as exc:

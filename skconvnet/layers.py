@@ -7,9 +7,11 @@ the network, never touches the caller's array, and travels with a saved model.
 import keras
 from keras import ops
 
-from .registry import PREPROCESSING_MODES
+__all__ = ["PREPROCESSING_MODES", "ImagePreprocessing"]
 
-__all__ = ["ImagePreprocessing"]
+#: The pixel conventions of the bases (``BaseSpec.preprocessing``), each matching
+#: one of Keras' ``preprocess_input`` functions (checked by the test-suite).
+PREPROCESSING_MODES = ("caffe", "tf", "torch", "lite", "none")
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import numbers
+
+import keras
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import InvalidParameterError, check_float, check_int
+from ._validation import Interval, validate_params
+from .exceptions import InvalidParameterError
 from .images import image_source
+from .networks import layer_index
 
 __all__ = ["plot_feature_maps", "plot_history", "smooth_curve"]
 
@@ -47,11 +52,7 @@ def smooth_curve(points, factor=0.8):
     return smoothed
 
 
-# Stands in for an estimator in the shared parameter checks.
-_PlotHistory = type("plot_history", (), {})
-_PlotFeatureMaps = type("plot_feature_maps", (), {})
-
-
+@validate_params({"smooth": [Interval(numbers.Real, 0.0, 1.0, closed="left")]})
 def plot_history(classifier, *, smooth=0.8, figsize=(10, 4)):
     """Accuracy and loss per epoch of both training phases of a fitted classifier.
 
@@ -89,7 +90,6 @@ def plot_history(classifier, *, smooth=0.8, figsize=(10, 4)):
     ['accuracy', 'loss']
     """
     check_is_fitted(classifier, "history_")
-    check_float(_PlotHistory(), "smooth", smooth, low=0.0, high=1.0, high_open=True)
     plt = _pyplot()
     history = classifier.history_
     epochs = np.arange(1, len(history) + 1)
@@ -114,6 +114,8 @@ def plot_history(classifier, *, smooth=0.8, figsize=(10, 4)):
     return figure
 
 
+@validate_params({"max_maps": [Interval(numbers.Integral, 1, None)],
+                  "n_cols": [Interval(numbers.Integral, 1, None)]})
 def plot_feature_maps(estimator, image, *, layer=None, max_maps=32, n_cols=8, size=1.5):
     """A grid of one layer's activation maps for one image.
 
@@ -151,16 +153,10 @@ def plot_feature_maps(estimator, image, *, layer=None, max_maps=32, n_cols=8, si
     >>> len(plot_feature_maps(extractor, image, layer="block1_relu").axes)
     4
     """
-    import keras
-
-    from .models import layer_index
-
-    checker = _PlotFeatureMaps()
-    check_int(checker, "max_maps", max_maps, low=1)
-    check_int(checker, "n_cols", n_cols, low=1)
     model = estimator.model_  # raises NotFittedError when not fitted
     base = estimator.base_model_
-    index = len(base.layers) - 1 if layer is None else layer_index(checker, base, layer)
+    index = (len(base.layers) - 1 if layer is None
+             else layer_index("plot_feature_maps", base, layer))
     chosen = base.layers[index]
     if len(chosen.output.shape) != 4:
         raise InvalidParameterError(

@@ -3,7 +3,8 @@
 One :class:`BaseSpec` record per base holds everything the rest of the package
 needs to know about it: how to build it, how it expects its pixels, which input
 sizes it accepts, how wide its last feature map is and where its blocks start.
-Nothing else in the package branches on a model's name.
+Nothing else in the package branches on a model's name. The records of the
+bases the package ships live in :mod:`skconvnet.catalogue`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Callable, Mapping
 
 import keras
 
+from .layers import PREPROCESSING_MODES
+
 __all__ = [
     "BaseSpec",
     "register_base",
@@ -21,12 +24,6 @@ __all__ = [
     "list_bases",
     "block_starts",
 ]
-
-#: The pixel conventions of the bases, applied inside the model graph by
-#: :class:`skconvnet.layers.ImagePreprocessing`. Each matches one of Keras'
-#: ``preprocess_input`` functions (checked by the test-suite).
-PREPROCESSING_MODES = ("caffe", "tf", "torch", "lite", "none")
-
 
 @dataclass(frozen=True)
 class BaseSpec:
@@ -208,112 +205,3 @@ def block_starts(model, spec):
         if blocks:
             blocks[0][0] = "stem" if len(blocks) > 1 else blocks[0][0]
     return [tuple(block) for block in blocks]
-
-
-# --------------------------------------------------------------------------
-# The keras.applications bases.
-# --------------------------------------------------------------------------
-_apps = keras.applications
-
-
-def _keras_app(name, builder, module, preprocessing, default_size, width, pattern,
-               min_size=32, marks="start", named_weights=None):
-    register_base(
-        BaseSpec(
-            name=name,
-            builder=builder,
-            preprocessing=preprocessing,
-            default_size=default_size,
-            min_size=min_size,
-            feature_width=width,
-            block_pattern=pattern,
-            block_marks=marks,
-            preprocess_input=module.preprocess_input,
-            named_weights=named_weights or {},
-        )
-    )
-
-
-# Offline weight sources import their converters only when asked for.
-def _hed_bsds500():
-    from .weights import hed_bsds500_vgg16
-
-    return hed_bsds500_vgg16()
-
-
-def _efficientnet_lite0(include_top=True, weights="imagenet", input_shape=None, classes=1000):
-    from .efficientnet_lite import EfficientNetLite0
-
-    return EfficientNetLite0(include_top=include_top, weights=weights,
-                             input_shape=input_shape, classes=classes)
-
-
-_VGG = r"^(block\d+)_"
-_RESNET = r"^(conv\d+_block\d+|post)_"
-_EFFICIENTNET = r"^(block\d+[a-z]|top)_"
-
-_keras_app("vgg16", _apps.VGG16, _apps.vgg16, "caffe", 224, 512, _VGG,
-           named_weights={"hed-bsds500": _hed_bsds500})
-_keras_app("vgg19", _apps.VGG19, _apps.vgg19, "caffe", 224, 512, _VGG)
-for _depth in (50, 101, 152):
-    _keras_app(f"resnet{_depth}", getattr(_apps, f"ResNet{_depth}"), _apps.resnet,
-               "caffe", 224, 2048, _RESNET)
-    _keras_app(f"resnet{_depth}v2", getattr(_apps, f"ResNet{_depth}V2"), _apps.resnet_v2,
-               "tf", 224, 2048, _RESNET)
-_keras_app("inceptionv3", _apps.InceptionV3, _apps.inception_v3, "tf", 299, 2048,
-           r"^mixed\d+$", min_size=75, marks="end")
-_keras_app("inceptionresnetv2", _apps.InceptionResNetV2, _apps.inception_resnet_v2, "tf",
-           299, 1536, r"^(mixed_\d[a-z]|block\d+_\d+_ac)$", min_size=75, marks="end")
-_keras_app("xception", _apps.Xception, _apps.xception, "tf", 299, 2048, r"^(block\d+)_",
-           min_size=71)
-_keras_app("mobilenet", _apps.MobileNet, _apps.mobilenet, "tf", 224, 1024,
-           r"^(conv_dw_\d+)$")
-_keras_app("mobilenetv2", _apps.MobileNetV2, _apps.mobilenet_v2, "tf", 224, 1280,
-           r"^(expanded_conv|block_\d+|Conv_1)(?:_|$)")
-_keras_app("mobilenetv3small", _apps.MobileNetV3Small, _apps.mobilenet_v3, "none", 224, 576,
-           r"^(expanded_conv(?:_\d+)?|conv_1)(?:_[a-z]|$)")
-_keras_app("mobilenetv3large", _apps.MobileNetV3Large, _apps.mobilenet_v3, "none", 224, 960,
-           r"^(expanded_conv(?:_\d+)?|conv_1)(?:_[a-z]|$)")
-for _depth, _width in ((121, 1024), (169, 1664), (201, 1920)):
-    _keras_app(f"densenet{_depth}", getattr(_apps, f"DenseNet{_depth}"), _apps.densenet,
-               "torch", 224, _width, r"^(conv\d+_block\d+|pool\d+)_")
-for _variant, _size, _width in zip(
-    "01234567", (224, 240, 260, 300, 380, 456, 528, 600),
-    (1280, 1280, 1408, 1536, 1792, 2048, 2304, 2560),
-):
-    _keras_app(f"efficientnetb{_variant}", getattr(_apps, f"EfficientNetB{_variant}"),
-               _apps.efficientnet, "none", _size, _width, _EFFICIENTNET)
-for _variant, _size in (("B0", 224), ("B1", 240), ("B2", 260), ("B3", 300),
-                        ("S", 384), ("M", 480), ("L", 480)):
-    _width = 1536 if _variant == "B3" else 1408 if _variant == "B2" else 1280
-    _keras_app(f"efficientnetv2{_variant.lower()}",
-               getattr(_apps, f"EfficientNetV2{_variant}"), _apps.efficientnet_v2,
-               "none", _size, _width, _EFFICIENTNET)
-for _variant, _width in (("Tiny", 768), ("Small", 768), ("Base", 1024), ("Large", 1536),
-                         ("XLarge", 2048)):
-    _keras_app(f"convnext{_variant.lower()}", getattr(_apps, f"ConvNeXt{_variant}"),
-               _apps.convnext, "none", 224, _width,
-               r"_(stage_\d+_block_\d+|downsampling_block_\d+)_?")
-_keras_app("nasnetmobile", _apps.NASNetMobile, _apps.nasnet, "tf", 224, 1056,
-           r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end")
-_keras_app("nasnetlarge", _apps.NASNetLarge, _apps.nasnet, "tf", 331, 4032,
-           r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end")
-
-
-def _lite_preprocess_input(x):
-    """EfficientNet-Lite's input normalisation, ``(x - 127) / 128`` (the reference)."""
-    return (x - 127.0) / 128.0
-
-
-register_base(
-    BaseSpec(
-        name="efficientnet_lite0",
-        builder=_efficientnet_lite0,
-        preprocess_input=_lite_preprocess_input,
-        preprocessing="lite",
-        default_size=224,
-        min_size=32,
-        feature_width=1280,
-        block_pattern=_EFFICIENTNET,
-    )
-)

@@ -21,20 +21,19 @@ import zipfile
 import keras
 import numpy as np
 
+from ._fileio import atomic_write
+from .exceptions import UnsafeModelFileError
 from .extraction import ConvFeatureExtractor
 from .finetune import FineTunedConvClassifier
+from .registry import get_base_spec
 
 __all__ = ["UnsafeModelFileError", "load", "save"]
 
 FORMAT = "skconvnet-estimator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ESTIMATORS = {cls.__name__: cls for cls in (ConvFeatureExtractor, FineTunedConvClassifier)}
 # dtypes numpy may rebuild fitted arrays with: no object pickles, no records.
 _ARRAY_KINDS = set("biufU")
-
-
-class UnsafeModelFileError(ValueError):
-    """The file is not a valid skconvnet model file, or was altered after saving."""
 
 
 # --------------------------------------------------------------------------- JSON
@@ -138,27 +137,28 @@ def save(estimator, path):
         key: _encode(value, key) for key, value in vars(estimator).items()
         if key.endswith("_") and not key.startswith("_")
     }
+    # The network state's weights travel as model.keras; its record as JSON.
+    network = _encode(estimator._get_network_state()["resolved"], "network")
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+    with tempfile.TemporaryDirectory() as scratch:
         keras_file = os.path.join(scratch, "model.keras")
         model.save(keras_file)
         with open(keras_file, "rb") as file:
             keras_bytes = file.read()
-        record = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "estimator": name,
-            "params": params,
-            "fitted": fitted,
-            "model_sha256": hashlib.sha256(keras_bytes).hexdigest(),
-            "versions": {"keras": keras.__version__, "numpy": np.__version__},
-        }
-        partial = os.path.join(scratch, "estimator.partial")
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "estimator": name,
+        "params": params,
+        "fitted": fitted,
+        "network": network,
+        "model_sha256": hashlib.sha256(keras_bytes).hexdigest(),
+        "versions": {"keras": keras.__version__, "numpy": np.__version__},
+    }
+    with atomic_write(path) as partial:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("skconvnet.json", json.dumps(record, indent=1))
             archive.writestr("model.keras", keras_bytes)
-        os.replace(partial, path)
     return path
 
 
@@ -217,7 +217,8 @@ def load(path):
     if not isinstance(estimator.base, str):
         raise refuse(f"'base' must be a registered base name, got {estimator.base!r}.")
     try:
-        estimator._validate_params(need_weights=False)
+        estimator._validate_params()
+        get_base_spec(estimator.base)
     except ValueError as exc:
         raise refuse(f"invalid parameters: {exc}") from exc
     fitted = {key: _decode(value) for key, value in record["fitted"].items()}
@@ -235,14 +236,18 @@ def load(path):
             raise refuse(f"Keras refused the network in safe mode: {exc}") from exc
     for key, value in fitted.items():
         setattr(estimator, key, value)
-    weights = network.get_weights()
     # The architecture comes from this package's code; the file gives only weights.
-    estimator.__dict__["_model_weights" if cls is FineTunedConvClassifier
-                       else "_saved_weights"] = weights
     try:
-        rebuilt = estimator.model_
+        estimator._set_network_state({"resolved": _decode(record.get("network")),
+                                      "weights": network.get_weights()})
+    except (ValueError, TypeError) as exc:
+        raise refuse(f"its network record is invalid: {exc}") from exc
+    if estimator._resolved.spec.name != estimator.base:
+        raise refuse(f"its network record is of base {estimator._resolved.spec.name!r}, its "
+                     f"parameters of base {estimator.base!r}.")
+    try:
+        estimator.model_
     except ValueError as exc:
         raise refuse(f"its weights do not fit the network its parameters describe: "
                      f"{exc}") from exc
-    del rebuilt
     return estimator

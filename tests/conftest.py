@@ -8,23 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import skconvnet.testing  # noqa: F401  (registers the "tiny" base)
-
-
-def make_shapes(n, size=16, n_classes=2, seed=0):
-    """Learnable synthetic images: class k is a filled square of colour k on noise."""
-    rng = np.random.default_rng(seed)
-    palette = np.array(
-        [[220, 30, 30], [30, 30, 220], [30, 200, 30], [220, 220, 30]], dtype=np.float64
-    )[:n_classes]
-    y = np.arange(n) % n_classes
-    rng.shuffle(y)
-    X = rng.integers(0, 60, size=(n, size, size, 3)).astype(np.float64)
-    for i, label in enumerate(y):
-        side = int(rng.integers(size // 2, size - 1))
-        top, left = rng.integers(0, size - side + 1, size=2)
-        X[i, top:top + side, left:left + side] = palette[label] + rng.normal(0, 10, 3)
-    return np.clip(X, 0, 255).astype(np.uint8), y
+from skconvnet.testing import make_shapes  # registers the "tiny" base too
 
 
 @pytest.fixture
@@ -53,14 +37,6 @@ def image_files(tmp_path, images):
         Image.fromarray(image).save(path)
         paths.append(str(path))
     return paths
-
-
-def tiny_extractor(**params):
-    from skconvnet import ConvFeatureExtractor
-
-    defaults = dict(base="tiny", weights=None, input_size=16, random_state=0, batch_size=4)
-    defaults.update(params)
-    return ConvFeatureExtractor(**defaults)
 
 
 @pytest.fixture

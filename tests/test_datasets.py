@@ -11,7 +11,9 @@ from skconvnet.datasets import (
     fetch_imagenet_samples,
 )
 
-from test_pretrained import needs_lite0
+from skconvnet.testing import HAVE_LITE0
+
+needs_lite0 = pytest.mark.skipif(not HAVE_LITE0, reason='needs "skconvnet[pretrained]"')
 
 
 def _fetch_or_skip(fetch, *args):

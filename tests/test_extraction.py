@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from conftest import make_shapes, tiny_extractor
+from skconvnet.testing import make_shapes, tiny_extractor
 from skconvnet import ConvFeatureExtractor, InvalidParameterError, WeightsUnavailableError
 from skconvnet.registry import BaseSpec, register_base
 from skconvnet.testing import tiny_convnet
@@ -162,9 +162,9 @@ def test_joblib_round_trip_in_a_new_process(tmp_path, images, random_state):
 def test_pickle_stores_weights_only_when_they_cannot_be_recreated(images):
     seeded = tiny_extractor(random_state=0).fit(images)
     unseeded = tiny_extractor(random_state=None).fit(images)
-    assert "_saved_weights" not in seeded.__getstate__()
-    assert "_saved_weights" in unseeded.__getstate__()
-    assert "_model" not in unseeded.__getstate__()
+    assert seeded.__getstate__()["_network_state"]["weights"] is None
+    assert unseeded.__getstate__()["_network_state"]["weights"] is not None
+    assert "_network" not in unseeded.__getstate__()
 
 
 def _save_tiny_weights(tmp_path, suffix, seed=7):
@@ -184,7 +184,7 @@ def test_weights_from_a_file(tmp_path, images, suffix):
     extractor = tiny_extractor(weights=str(path)).fit(images)
     for got, want in zip(extractor.model_.layers[2].get_weights(), model.get_weights()):
         np.testing.assert_array_equal(got, want)
-    assert "_saved_weights" in extractor.__getstate__()
+    assert extractor.__getstate__()["_network_state"]["weights"] is not None
 
 
 def test_weights_file_for_another_architecture_is_reported(tmp_path, images):

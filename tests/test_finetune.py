@@ -16,17 +16,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from conftest import make_shapes
+from skconvnet.testing import make_shapes, tiny_classifier
 from skconvnet import FineTunedConvClassifier, InvalidParameterError
 from skconvnet.images import image_source
-
-
-def tiny_classifier(**params):
-    defaults = dict(base="tiny", weights=None, input_size=16, head_units=16, dropout=0.2,
-                    warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
-                    learning_rate=1e-3, batch_size=8, random_state=0)
-    defaults.update(params)
-    return FineTunedConvClassifier(**defaults)
 
 
 def _base(clf):
@@ -84,12 +76,7 @@ def test_unfreeze_zero_leaves_every_base_weight_unchanged(shapes):
 
 def _fresh_base_weights(clf):
     """The base's weights right after building, before any training (same seed)."""
-    from skconvnet._runtime import seeded
-
-    (spec, weights, size, seed, _), settings = clf._validate_params()
-    with seeded(seed):
-        model, parts = clf._build(spec, weights, size, seed, 1, settings)
-    base = parts["base"]
+    base = clf._build_network(clf._resolve(), n_outputs=1).base
     return {layer.name: layer.get_weights() for layer in base.layers if layer.weights}
 
 
@@ -301,10 +288,10 @@ def test_models_of_earlier_fits_are_released(shapes):
 
 
 @pytest.mark.parametrize("params, y_change, match", [
-    (dict(), lambda y: y[:-1], r"40 images but 39 labels"),
+    (dict(), lambda y: y[:-1], r"inconsistent numbers of samples: \[40, 39\]"),
     (dict(), lambda y: np.zeros_like(y), r"at least 2 classes .* only one class: 0"),
     (dict(), lambda y: np.where(y == 0, np.nan, 1.0), r"NaN labels \(at index"),
-    (dict(), lambda y: y + 0.5, r"Unknown label type: 'continuous'"),
+    (dict(), lambda y: y + 0.5, r"Unknown label type: continuous"),
     (dict(unfreeze="block9_conv"), None, r"'unfreeze' parameter .* Got 'block9_conv' instead"),
     (dict(unfreeze=4), None, r"'unfreeze' .* at most 3, the number of layers with weights.*Got 4"),
     (dict(unfreeze=-1), None, r"'unfreeze' .* Got -1 instead"),

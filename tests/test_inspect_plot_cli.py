@@ -1,5 +1,6 @@
 """What users expect around the estimators: inspect_base, plots, progress, the CLI."""
 
+from functools import partial
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 
 matplotlib.use("Agg")
 
+from skconvnet import testing
 from skconvnet import (  # noqa: E402
     ConvFeatureExtractor,
     FineTunedConvClassifier,
@@ -23,15 +25,12 @@ from skconvnet import (  # noqa: E402
 )
 from skconvnet.plotting import smooth_curve  # noqa: E402
 
-from conftest import make_shapes, tiny_extractor  # noqa: E402
+from skconvnet.testing import make_shapes, tiny_extractor  # noqa: E402
 
 
-def tiny_classifier(**params):
-    defaults = dict(base="tiny", weights=None, input_size=16, head_units=4, dropout=0.0,
-                    warmup_epochs=2, unfreeze=1, epochs=2, warmup_learning_rate=1e-2,
-                    batch_size=8, random_state=0)
-    defaults.update(params)
-    return FineTunedConvClassifier(**defaults)
+# This module's tiny classifier: the shared one with these settings.
+tiny_classifier = partial(testing.tiny_classifier, head_units=4, dropout=0.0, unfreeze=1, epochs=2,
+                          learning_rate=1e-5)
 
 
 # --------------------------------------------------------------------------- inspect_base

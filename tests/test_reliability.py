@@ -1,6 +1,7 @@
 """Faults and properties: no state leaks between estimators, concurrent cache writers,
 and property-based tests over image shapes, dtypes and label types."""
 
+from functools import partial
 import os
 import subprocess
 import sys
@@ -10,17 +11,14 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_shapes, tiny_extractor
+from skconvnet.testing import make_shapes, tiny_extractor
+from skconvnet import testing
 from skconvnet import FineTunedConvClassifier
 from skconvnet.images import image_source
 
 
-def tiny_classifier(**params):
-    defaults = dict(base="tiny", weights=None, input_size=16, head_units=8, dropout=0.2,
-                    warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
-                    learning_rate=1e-3, batch_size=8, random_state=0)
-    defaults.update(params)
-    return FineTunedConvClassifier(**defaults)
+# This module's tiny classifier: the shared one with these settings.
+tiny_classifier = partial(testing.tiny_classifier, head_units=8)
 
 
 # --------------------------------------------------------------------------- state leaks
@@ -55,8 +53,7 @@ WRITER = textwrap.dedent(
     import sys, numpy as np
     import skconvnet.testing
     from skconvnet import FineTunedConvClassifier
-    sys.path.insert(0, sys.argv[3])
-    from conftest import make_shapes
+    from skconvnet.testing import make_shapes
     X, y = make_shapes(40)
     clf = FineTunedConvClassifier("tiny", weights=None, input_size=16, head_units=8,
                                   warmup_epochs=1, unfreeze=1, epochs=1, batch_size=8,

@@ -1,5 +1,6 @@
 """skconvnet.save / skconvnet.load: JSON + .keras, no pickle, tampering refused."""
 
+from functools import partial
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import StandardScaler
 
 import skconvnet
+from skconvnet import testing
 from skconvnet import (
     ConvFeatureExtractor,
     FineTunedConvClassifier,
@@ -22,15 +24,11 @@ from skconvnet import (
     save,
 )
 
-from conftest import make_shapes, tiny_extractor
+from skconvnet.testing import make_shapes, tiny_extractor
 
 
-def tiny_classifier(**params):
-    defaults = dict(base="tiny", weights=None, input_size=16, head_units=4, dropout=0.2,
-                    warmup_epochs=2, unfreeze=2, epochs=1, warmup_learning_rate=1e-2,
-                    batch_size=8, random_state=0)
-    defaults.update(params)
-    return FineTunedConvClassifier(**defaults)
+# This module's tiny classifier: the shared one with these settings.
+tiny_classifier = partial(testing.tiny_classifier, head_units=4, unfreeze=2, learning_rate=1e-5)
 
 
 def _rewrite(path, *, record=None, keras_bytes=None, fix_digest=True):

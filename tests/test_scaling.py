@@ -1,5 +1,6 @@
 """Beyond one process: GridSearchCV on a Dask LocalCluster, one fit over two devices."""
 
+from functools import partial
 import os
 import subprocess
 import sys
@@ -13,18 +14,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from conftest import make_shapes
+from skconvnet.testing import make_shapes
+from skconvnet import testing
 from skconvnet import ConvFeatureExtractor, FineTunedConvClassifier, InvalidParameterError
 
 distributed = pytest.importorskip("distributed")
 
 
-def tiny_classifier(**params):
-    defaults = dict(base="tiny", weights=None, input_size=16, head_units=8, dropout=0.0,
-                    warmup_epochs=2, epochs=2, warmup_learning_rate=1e-2, batch_size=8,
-                    random_state=0)
-    defaults.update(params)
-    return FineTunedConvClassifier(**defaults)
+# This module's tiny classifier: the shared one with these settings.
+tiny_classifier = partial(testing.tiny_classifier, head_units=8, dropout=0.0, epochs=2, learning_rate=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +114,7 @@ TWO_DEVICES = textwrap.dedent(
     import numpy as np
     import skconvnet.testing
     from skconvnet import FineTunedConvClassifier
-    sys.path.insert(0, sys.argv[1])
-    from conftest import make_shapes
+    from skconvnet.testing import make_shapes
     X, y = make_shapes(32)
     params = dict(base="tiny", weights=None, input_size=16, head_units=8, dropout=0.0,
                   warmup_epochs=2, unfreeze=1, epochs=2, warmup_learning_rate=1e-2,

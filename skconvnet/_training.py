@@ -1,0 +1,216 @@
+"""Training a classifier network in phases, as data: warm-up, then fine-tuning.
+
+A :class:`Phase` says which layers train, at which rate, for how many epochs;
+:func:`run_phases` runs a list of them and returns the history. What a phase
+trains on depends on the route:
+
+* :class:`FullNetworkInputs`: the whole network on the images (augmentation,
+  no cache);
+* :class:`CachedBottomInputs`: the frozen bottom's outputs, computed once per
+  image through the cache; fine-tuning trains the top and head on them, and a
+  warm-up (whole base frozen) trains the head alone on the base's outputs.
+
+Both draw batches from the same :class:`TrainingBatches`, so the two routes see
+the same batches in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from ._runtime import call_on_arrays
+from .caching import cached_predict
+from .networks import set_trainable_from
+
+__all__ = [
+    "ArraySource",
+    "CachedBottomInputs",
+    "CachedTopPredictor",
+    "FullNetworkInputs",
+    "Phase",
+    "TrainingBatches",
+    "run_phases",
+]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training phase.
+
+    Attributes
+    ----------
+    name : str
+        ``"warmup"`` or ``"finetune"``, recorded in the history.
+    trains_from : int or None
+        Index of the first base layer trained (None: the head alone).
+    learning_rate : float
+    epochs : int
+    """
+
+    name: str
+    trains_from: int | None
+    learning_rate: float
+    epochs: int
+
+
+class ArraySource:
+    """In-memory inputs of a model (cached frozen-layer outputs) as a source of batches."""
+
+    flat_width = None
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def load(self, indices):
+        chosen = [array[indices] for array in self.arrays]
+        return (chosen[0] if len(chosen) == 1 else tuple(chosen)), {}
+
+
+class TrainingBatches(keras.utils.PyDataset):
+    """Training batches drawn from a source, reshuffled every epoch by our own generator.
+
+    ``source`` may be swapped between phases (images, cached frozen outputs, the
+    base's outputs) while the order keeps drawing from the same generator.
+    Keras' own shuffle would draw from Python's global ``random``, which other
+    threads (a Dask worker's event loop) also draw from: not reproducible there.
+    """
+
+    def __init__(self, source, indices, targets, weights, batch_size, seed, shuffle):
+        super().__init__()
+        self.source, self.indices = source, np.asarray(indices)
+        self.targets, self.weights = targets, weights
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = self.indices.copy()
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __getitem__(self, i):
+        chosen = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        images, _ = self.source.load(chosen)
+        if self.weights is None:
+            return images, self.targets[chosen]
+        return images, self.targets[chosen], self.weights[chosen]
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.order = self.rng.permutation(self.indices)
+
+
+def model_on_arrays(arrays, apply, name):
+    """A model taking batches shaped like ``arrays`` (an :class:`ArraySource`) through ``apply``."""
+    inputs = [keras.Input(array.shape[1:]) for array in arrays.arrays]
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    return keras.Model(inputs, apply(inputs), name=name)
+
+
+class FullNetworkInputs:
+    """Every phase trains the whole network on the images."""
+
+    def __init__(self, network, source):
+        self.network, self.source = network, source
+
+    def for_phase(self, phase):
+        return self.network.model, self.source
+
+
+class CachedBottomInputs:
+    """Phases train on the frozen bottom's outputs, computed once per image via the cache."""
+
+    def __init__(self, network, key, cache, source, batch_size, verbose):
+        self.network, self.batch_size = network, batch_size
+        self.bottom_outputs = ArraySource(cached_predict(network.frozen, key, source, batch_size,
+                                                         cache, verbose=verbose))
+        self.top_model = model_on_arrays(self.bottom_outputs, network.top_and_head,
+                                         "finetuned_top")
+        self.predictor = CachedTopPredictor(network.frozen, key, cache, self.top_model)
+
+    def for_phase(self, phase):
+        if phase.trains_from is None and self.network.top is not None:
+            # The whole base is frozen, so the head's inputs are fixed too: run the top
+            # once and train the head alone on its outputs.
+            data = ArraySource([call_on_arrays(self.network.top, self.bottom_outputs.arrays,
+                                               self.batch_size)])
+            return model_on_arrays(data, self.network.head, "head"), data
+        return self.top_model, self.bottom_outputs
+
+
+@dataclass
+class CachedTopPredictor:
+    """Predicts through the cache: the frozen bottom's outputs of images seen before (in
+    another fold, say) come from it, and only the trained top and head run."""
+
+    frozen: keras.Model
+    key: str
+    cache: object
+    top_model: keras.Model
+
+    def predict(self, source, batch_size):
+        arrays = cached_predict(self.frozen, self.key, source, batch_size, self.cache)
+        return call_on_arrays(self.top_model, arrays, batch_size)
+
+
+def _describe(phase, network):
+    if phase.trains_from is None:
+        what = "head"
+    else:
+        what = f"head and the top {network.n_layers_trained_from(phase.trains_from)} layers"
+    return (f"{phase.name}: {phase.epochs} epoch{'s' * (phase.epochs > 1)} training the {what} "
+            f"at learning rate {phase.learning_rate:g}")
+
+
+def run_phases(network, phases, inputs, train, validation, *, loss, n_iter_no_change, verbose):
+    """Train ``network`` phase by phase; return the history, one record per epoch.
+
+    Parameters
+    ----------
+    network : ClassifierNetwork
+    phases : list of Phase
+        Phases with 0 epochs are skipped.
+    inputs : FullNetworkInputs or CachedBottomInputs
+        What each phase trains, on what.
+    train, validation : TrainingBatches or None
+        Their ``source`` is set to each phase's inputs.
+    loss : str
+    n_iter_no_change : int or None
+        Stop a phase after this many epochs without a better ``val_loss``.
+    verbose : int
+
+    Returns
+    -------
+    history : list of dict
+        ``phase``, ``epoch`` (counting across phases) and Keras' metrics.
+    """
+    history = []
+    for phase in phases:
+        if phase.epochs == 0:
+            continue
+        set_trainable_from(network.base, phase.trains_from)
+        trained, data = inputs.for_phase(phase)
+        for batches in (train, validation):
+            if batches is not None:
+                batches.source = data
+        if verbose:
+            print(_describe(phase, network), flush=True)
+        trained.compile(optimizer=keras.optimizers.RMSprop(phase.learning_rate), loss=loss,
+                        metrics=["accuracy"])
+        callbacks = []
+        if validation is not None and n_iter_no_change:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=n_iter_no_change, restore_best_weights=True))
+        record = trained.fit(train, validation_data=validation, epochs=phase.epochs,
+                             callbacks=callbacks, verbose=verbose, shuffle=False)
+        for i in range(len(record.history.get("loss", []))):
+            entry = {"phase": phase.name, "epoch": len(history)}
+            entry.update({k: float(v[i]) for k, v in record.history.items()})
+            history.append(entry)
+    return history
