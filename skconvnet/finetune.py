@@ -439,4 +439,7 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
+        # A convnet trained for an epoch or two on tiny inputs is no strong classifier:
+        # scikit-learn's checks then test what it does, not how well.
+        tags.classifier_tags.poor_score = True
         return tags

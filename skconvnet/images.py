@@ -541,7 +541,7 @@ def load_image_folder(root, *, extensions=IMAGE_EXTENSIONS):
     ...     (root / label).mkdir()
     ...     Image.new("RGB", (8, 8)).save(root / label / "0.png")
     >>> paths, labels = load_image_folder(root)
-    >>> list(labels)
+    >>> labels.tolist()
     ['cat', 'dog']
     """
     root = Path(root)

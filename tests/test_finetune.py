@@ -35,10 +35,6 @@ CHECK_REASONS = {
         "the check's data has negative values (standard-scaled blobs), which are not "
         "pixels and are rejected; class_weight itself is tested in this module"
     ),
-    "check_classifiers_train": (
-        "a convnet trained for a few epochs on 2-D toy blobs read as 1-pixel-high "
-        "strips does not reach the check's accuracy threshold"
-    ),
 }
 
 
