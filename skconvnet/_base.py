@@ -234,6 +234,16 @@ class ConvEstimator(BaseEstimator):
 
     _parameter_constraints = SHARED_CONSTRAINTS
 
+    def _store_parameters(self, parameters):
+        """``__init__``'s only work: keep each of its arguments under its own name.
+
+        Called as ``self._store_parameters(locals())``; nothing is validated or
+        converted (that is ``fit``'s job), as scikit-learn requires.
+        """
+        for name, value in parameters.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
     # ------------------------------------------------------------ resolution
     def _validate_params(self):
         """Check every parameter against the table, in scikit-learn's voice."""

@@ -103,19 +103,7 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Co
         random_state=None,
         verbose=0,
     ):
-        self.base = base
-        self.weights = weights
-        self.layer = layer
-        self.pooling = pooling
-        self.input_size = input_size
-        self.batch_size = batch_size
-        self.precision = precision
-        self.cache = cache
-        self.image_shape = image_shape
-        self.background = background
-        self.on_error = on_error
-        self.random_state = random_state
-        self.verbose = verbose
+        self._store_parameters(locals())
 
     def fit(self, X, y=None):
         """Validate the parameters and build the network.

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import math
 import numbers
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_consistent_length, column_or_1d
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
 
 from ._base import SHARED_CONSTRAINTS, ConvEstimator, document_parameters
 from ._runtime import distribution_scope, predict_source, seeded
+from ._targets import ClassWeights, encode_class_labels
 from ._training import (
     CachedBottomInputs,
     FullNetworkInputs,
@@ -29,52 +24,6 @@ from .exceptions import InvalidParameterError
 from .networks import build_classifier_network
 
 __all__ = ["FineTunedConvClassifier"]
-
-
-@dataclass(frozen=True)
-class _Targets:
-    """Class labels encoded for training."""
-
-    classes: np.ndarray
-    encoded: np.ndarray  # float32 class indices
-    sample_weight: np.ndarray | None
-
-    @property
-    def n_outputs(self):
-        return 1 if len(self.classes) == 2 else len(self.classes)
-
-    @property
-    def loss(self):
-        return "binary_crossentropy" if self.n_outputs == 1 else "sparse_categorical_crossentropy"
-
-
-def _check_no_missing_labels(y):
-    if y.dtype.kind == "f" and np.isnan(y).any():
-        raise ValueError(
-            f"y contains NaN labels (at index {int(np.flatnonzero(np.isnan(y))[0])}); "
-            "every image needs a label."
-        )
-    if y.dtype.kind == "O" and any(v is None or (isinstance(v, float) and math.isnan(v))
-                                   for v in y):
-        raise ValueError("y contains missing (None/NaN) labels; every image needs a label.")
-
-
-class _ClassWeights:
-    """A dict of class weights: finite, non-negative numbers, at least one positive."""
-
-    def is_satisfied_by(self, value):
-        if not isinstance(value, dict) or not value:
-            return False
-        weights = list(value.values())
-        return (all(isinstance(w, numbers.Real) and not isinstance(w, bool)
-                    and math.isfinite(w) and w >= 0 for w in weights)
-                and any(w > 0 for w in weights))
-
-    def __str__(self):
-        return "a dict of class weights (finite numbers >= 0, at least one > 0)"
-
-    def invalid_values(self):
-        return [{0: float("nan"), 1: 1.0}, {0: -1.0, 1: 1.0}, {0: 0.0}]
 
 
 _RATE = Interval(numbers.Real, 0.0, None, closed="right")
@@ -204,7 +153,7 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
         "distribution": [Options(None, "mirrored"), HasMethods(
             "scope", description="a tf.distribute.Strategy or keras.distribution.Distribution "
                                  "(an object with a scope() method)")],
-        "class_weight": [Options(None, "balanced"), _ClassWeights()],
+        "class_weight": [Options(None, "balanced"), ClassWeights()],
         "validation_fraction": [Interval(numbers.Real, 0.0, 1.0, closed="neither"),
                                 Options(None)],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None), Options(None)],
@@ -239,30 +188,7 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
         random_state=None,
         verbose=0,
     ):
-        self.base = base
-        self.weights = weights
-        self.layer = layer
-        self.input_size = input_size
-        self.pooling = pooling
-        self.head_units = head_units
-        self.dropout = dropout
-        self.augment = augment
-        self.warmup_epochs = warmup_epochs
-        self.epochs = epochs
-        self.unfreeze = unfreeze
-        self.learning_rate = learning_rate
-        self.warmup_learning_rate = warmup_learning_rate
-        self.batch_size = batch_size
-        self.precision = precision
-        self.distribution = distribution
-        self.class_weight = class_weight
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.cache = cache
-        self.image_shape = image_shape
-        self.background = background
-        self.random_state = random_state
-        self.verbose = verbose
+        self._store_parameters(locals())
 
     def fit(self, X, y):
         """Train the head, then fine-tune the top of the base.
@@ -281,7 +207,7 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
         """
         resolved = self._resolve()
         source = self._source(X, resolved)
-        targets = self._encode_targets(y, len(source))
+        targets = encode_class_labels(y, len(source), self.class_weight, type(self).__name__)
         with seeded(resolved.seed), distribution_scope(self.distribution):
             network = self._build_network(resolved, targets.n_outputs)
             resolved = self._cache_key_of(resolved, "finetune-bottom", self.layer,
@@ -316,35 +242,6 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
                 "or unfreeze and epochs >= 1."
             )
         return resolved
-
-    def _encode_targets(self, y, n_images):
-        """Labels checked as scikit-learn checks them, encoded, with per-sample weights."""
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None."
-            )
-        y = column_or_1d(y, warn=True)
-        check_consistent_length(np.empty(n_images), y)
-        _check_no_missing_labels(y)
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {encoder.classes_[0].tolist()!r}."
-            )
-        encoded = encoder.transform(y)
-        sample_weight = None
-        if self.class_weight is not None:
-            class_weight = self.class_weight
-            if isinstance(class_weight, dict):
-                class_weight = {encoder.transform([label])[0]: weight
-                                for label, weight in class_weight.items()
-                                if label in encoder.classes_}
-            per_class = compute_class_weight(class_weight, classes=np.arange(len(encoder.classes_)),
-                                             y=encoded)
-            sample_weight = per_class[encoded].astype(np.float32)
-        return _Targets(encoder.classes_, encoded.astype(np.float32), sample_weight)
 
     def _build_network(self, resolved, n_outputs=None):
         if n_outputs is None:  # rebuilding a fitted classifier
@@ -421,17 +318,16 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
         return scores / scores.sum(axis=1, keepdims=True)
 
     def predict(self, X):
-        """Predicted class labels.
+        """Predicted class labels: the most probable class of :meth:`predict_proba`.
 
         Parameters
         ----------
         X : array-like or sequence of paths
-            Images.
+            Images, in any form ``fit`` accepts.
 
         Returns
         -------
         y_pred : ndarray of shape (n_images,)
-            Labels from ``classes_``.
         """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]

@@ -99,7 +99,10 @@ def build_base(spec, weights, input_size):
 
 
 def layer_index(caller, model, layer, *, param="layer"):
-    """Index in ``model.layers`` of ``layer`` (name or int), validated; ``caller`` names who asks."""
+    """Index in ``model.layers`` of ``layer`` (a name or an int), validated.
+
+    ``caller`` (a class or function name) is named in messages.
+    """
     names = [lyr.name for lyr in model.layers]
     n = len(names)
     if isinstance(layer, str):

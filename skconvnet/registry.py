@@ -25,6 +25,7 @@ __all__ = [
     "block_starts",
 ]
 
+
 @dataclass(frozen=True)
 class BaseSpec:
     """What the package knows about one convolutional base.

@@ -4,11 +4,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
-import pytest
-from PIL import Image
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from skconvnet.testing import make_shapes  # registers the "tiny" base too
+from skconvnet.testing import make_shapes  # noqa: E402  (registers the "tiny" base too)
 
 
 @pytest.fixture

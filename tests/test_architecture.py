@@ -47,7 +47,7 @@ LAYERS = [
     ["_torch_legacy", "weights"],
     ["efficientnet_lite"],
     ["catalogue", "networks", "caching"],
-    ["_training"],
+    ["_training", "_targets"],
     ["_base"],
     ["extraction", "finetune"],
     ["saving", "inspection", "plotting", "testing", "datasets", "scaling"],
@@ -102,7 +102,7 @@ def test_imports_point_down_the_layers(module):
 
 def test_importing_any_module_first_works():
     # With one-way layers, each module imports cleanly on its own in a fresh process.
-    code = "import importlib, sys; [importlib.import_module('skconvnet.' + m) for m in sys.argv[1:]]"
+    code = "import importlib, sys; importlib.import_module('skconvnet.' + sys.argv[1])"
     for module in ("registry", "networks", "_training", "saving", "catalogue"):
         subprocess.run([sys.executable, "-c", code, module], check=True, capture_output=True,
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -135,7 +135,8 @@ def _invalid_cases():
     for Estimator in ESTIMATORS:
         for name, constraints in Estimator._parameter_constraints.items():
             for value in invalid_values(constraints):
-                yield pytest.param(Estimator, name, value, id=f"{Estimator.__name__}-{name}-{value!r}")
+                yield pytest.param(Estimator, name, value,
+                                   id=f"{Estimator.__name__}-{name}-{value!r}")
 
 
 @pytest.mark.parametrize("Estimator, name, value", _invalid_cases())

@@ -17,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skconvnet.testing import make_shapes, tiny_classifier
-from skconvnet import FineTunedConvClassifier, InvalidParameterError
+from skconvnet import InvalidParameterError
 from skconvnet.images import image_source
 
 

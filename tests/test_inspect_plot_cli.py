@@ -14,10 +14,9 @@ from sklearn.exceptions import NotFittedError
 
 matplotlib.use("Agg")
 
-from skconvnet import testing
+from skconvnet import testing  # noqa: E402
 from skconvnet import (  # noqa: E402
     ConvFeatureExtractor,
-    FineTunedConvClassifier,
     InvalidParameterError,
     inspect_base,
     plot_feature_maps,

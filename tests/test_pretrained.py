@@ -1,6 +1,5 @@
 """Offline pretrained weights: the PyTorch reader, conversions, the cache, real predictions."""
 
-import importlib.util
 import json
 import os
 import subprocess

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from skconvnet.testing import make_shapes, tiny_extractor
 from skconvnet import testing
-from skconvnet import FineTunedConvClassifier
 from skconvnet.images import image_source
 
 

@@ -16,13 +16,14 @@ from sklearn.pipeline import Pipeline
 
 from skconvnet.testing import make_shapes
 from skconvnet import testing
-from skconvnet import ConvFeatureExtractor, FineTunedConvClassifier, InvalidParameterError
+from skconvnet import ConvFeatureExtractor, InvalidParameterError
 
 distributed = pytest.importorskip("distributed")
 
 
 # This module's tiny classifier: the shared one with these settings.
-tiny_classifier = partial(testing.tiny_classifier, head_units=8, dropout=0.0, epochs=2, learning_rate=1e-5)
+tiny_classifier = partial(testing.tiny_classifier, head_units=8, dropout=0.0, epochs=2,
+                          learning_rate=1e-5)
 
 
 @pytest.fixture(scope="module")
