@@ -3,12 +3,54 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "cache_home", "file_digest"]
+__all__ = ["NotRegularFileError", "atomic_write", "cache_home", "file_digest", "open_regular"]
+
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class NotRegularFileError(OSError):
+    """A path names a directory, FIFO, device or socket where a regular file was expected."""
+
+
+def open_regular(path):
+    """Open a regular file for binary reading; never block on a FIFO or a device.
+
+    The file is opened non-blocking and checked with ``fstat`` on the open
+    descriptor (no race between a check and the open), so a FIFO or
+    ``/dev/zero`` is refused at once instead of hanging or streaming forever.
+
+    Raises
+    ------
+    NotRegularFileError
+        Naming what the path is instead (a directory, a FIFO, a device ...).
+    OSError
+        As ``open`` does (missing file, permission denied, ...).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")
+            raise NotRegularFileError(errno.EINVAL, f"it is {kind}, not a regular file",
+                                      os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def cache_home():
@@ -20,7 +62,7 @@ def cache_home():
 def file_digest(path, algorithm="sha256", chunk=1 << 20):
     """Hex digest of a file's bytes, read in chunks."""
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -37,8 +37,8 @@ class ImageReadError(ValueError):
         super().__init__(f"Cannot read image file {self.path!r}: {reason}")
 
 
-class UnsafeFileError(pickle.UnpicklingError):
-    """A weights file asks for a Python object outside the tensor format: refused."""
+class UnsafeFileError(pickle.UnpicklingError, ValueError):
+    """A weights file is malformed, or asks for a Python object outside the tensor format."""
 
 
 class UnsafeModelFileError(ValueError):

@@ -12,12 +12,19 @@ import numpy as np
 _MAGIC = 0x1950A86A20F9469CFC6C
 
 
-def write_legacy_state_dict(path, arrays, extra_global=None):
+def write_legacy_state_dict(path, arrays, extra_global=None, tensor_meta=None,
+                            declared_numel=None, written_numel=None):
     """Save ``{name: ndarray}`` as ``torch.save`` (legacy format) would.
 
     ``extra_global`` (a ``(module, name)``) plants a reference to another
-    callable, as a tampered file would.
+    callable, as a tampered file would. ``tensor_meta`` maps a name to the
+    ``(offset, size, stride)`` the file claims for it (whatever the data);
+    ``declared_numel`` / ``written_numel`` map a name to the element count its
+    storage claims in the pickle / in the storage header.
     """
+    tensor_meta = tensor_meta or {}
+    declared_numel = declared_numel or {}
+    written_numel = written_numel or {}
     torch = types.ModuleType("torch")
     utils = types.ModuleType("torch._utils")
 
@@ -39,13 +46,14 @@ def write_legacy_state_dict(path, arrays, extra_global=None):
             self.key, self.data = key, data
 
     class Tensor:
-        def __init__(self, storage, shape):
-            self.storage, self.shape = storage, shape
+        def __init__(self, storage, shape, meta):
+            self.storage, self.shape, self.meta = storage, shape, meta
 
         def __reduce__(self):
             stride = tuple(int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape)))
+            offset, size, stride = self.meta or (0, tuple(self.shape), stride)
             return (_rebuild_tensor_v2,
-                    (self.storage, 0, tuple(self.shape), stride, False, collections.OrderedDict()))
+                    (self.storage, offset, size, stride, False, collections.OrderedDict()))
 
     class Planted:
         def __reduce__(self):
@@ -56,15 +64,17 @@ def write_legacy_state_dict(path, arrays, extra_global=None):
     state = collections.OrderedDict()
     for i, (name, array) in enumerate(arrays.items()):
         storage = Storage(str(i), np.ascontiguousarray(array).ravel())
+        storage.declared = declared_numel.get(name, storage.data.size)
+        storage.written = written_numel.get(name, storage.data.size)
         storages.append(storage)
-        state[name] = Tensor(storage, array.shape)
+        state[name] = Tensor(storage, array.shape, tensor_meta.get(name))
     if extra_global is not None:
         state["planted"] = Planted()
 
     class Writer(pickle.Pickler):
         def persistent_id(self, obj):
             if isinstance(obj, Storage):
-                return ("storage", storage_types[obj.data.dtype], obj.key, "cpu", obj.data.size)
+                return ("storage", storage_types[obj.data.dtype], obj.key, "cpu", obj.declared)
             return None
 
     saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
@@ -76,7 +86,7 @@ def write_legacy_state_dict(path, arrays, extra_global=None):
         Writer(buffer, protocol=2).dump(state)
         pickle.dump([s.key for s in storages], buffer, protocol=2)
         for storage in storages:
-            buffer.write(struct.pack("<q", storage.data.size))
+            buffer.write(struct.pack("<q", storage.written))
             buffer.write(storage.data.astype(storage.data.dtype.newbyteorder("<")).tobytes())
     finally:
         for key, module in saved.items():
