@@ -233,6 +233,9 @@ class ConvEstimator(BaseEstimator):
     """
 
     _parameter_constraints = SHARED_CONSTRAINTS
+    #: Public fitted attributes: those ``fit`` always sets, and all it may set.
+    _required_fitted_names = frozenset({"input_size_"})
+    _fitted_attribute_names = frozenset({"input_size_", "n_features_in_"})
 
     def _store_parameters(self, parameters):
         """``__init__``'s only work: keep each of its arguments under its own name.
@@ -259,6 +262,11 @@ class ConvEstimator(BaseEstimator):
         seed = resolve_seed(self.random_state)
         background = self.background
         background = BACKGROUNDS[background] if isinstance(background, str) else tuple(background)
+        cache = self.cache
+        if cache not in (None, "memory") and os.path.exists(cache) and not os.path.isdir(cache):
+            raise InvalidParameterError(
+                f"The 'cache' parameter of {caller} must be None, 'memory' or a folder path; "
+                f"{os.fspath(cache)!r} is a file. Got {cache!r} instead.")
         return Resolved(spec=spec, weights=weights,
                         weights_identity=None if spec is None else weights_identity(weights, seed),
                         input_size=self._check_input_size(spec), seed=seed,
@@ -335,6 +343,20 @@ class ConvEstimator(BaseEstimator):
                 self._network_model(network).set_weights(saved)
             self._network = network
         return self._network_model(network)
+
+    def _check_fitted_state(self):
+        """Raise ValueError where a public fitted attribute disagrees with the network.
+
+        For state that came from outside (a model file): each attribute's type,
+        range and consistency with the network and the resolved record.
+        """
+        size = self.input_size_
+        if not (isinstance(size, int) and size == self._resolved.input_size):
+            raise ValueError(f"input_size_={size!r} but the network takes "
+                             f"{self._resolved.input_size}.")
+        width = self.__dict__.get("n_features_in_")
+        if width is not None and not Interval(numbers.Integral, 1, 2**31).is_satisfied_by(width):
+            raise ValueError(f"n_features_in_={width!r} is not a positive int.")
 
     def _keeps_weights(self):
         """Whether the network state must hold the weights (they cannot be re-created)."""

@@ -14,7 +14,7 @@ import keras
 
 from .exceptions import InvalidParameterError
 
-__all__ = ["STANDARD_AUGMENTATION", "check_augment", "augmentation_layers"]
+__all__ = ["STANDARD_AUGMENTATION", "RandomShear", "check_augment", "augmentation_layers"]
 
 #: The seed recipe: ``ImageDataGenerator(rotation_range=40, width_shift_range=0.2,
 #: height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True)``.
@@ -69,6 +69,25 @@ def check_augment(name, augment):
     return settings
 
 
+@keras.saving.register_keras_serializable(package="skconvnet")
+class RandomShear(keras.layers.RandomShear):
+    """Keras' ``RandomShear`` with a config its own constructor accepts.
+
+    Keras writes ``x_factor=f`` back as the range ``(-f, f)``, which its
+    constructor then refuses (factors must lie in [0, 1]), so a network with
+    the layer could be saved but not loaded. This writes ``f`` back; the layer
+    computes exactly what Keras' does.
+    """
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("x_factor", "y_factor"):
+            value = config[key]
+            if isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == -value[1]:
+                config[key] = abs(value[1])
+        return config
+
+
 def augmentation_layers(settings, seed=None):
     """A ``keras.Sequential`` of random layers for ``settings`` (None: no layers)."""
     if settings is None:
@@ -92,8 +111,8 @@ def augmentation_layers(settings, seed=None):
         # ImageDataGenerator's shear_range is an angle in degrees; RandomShear takes
         # the shear factor, its tangent.
         factor = math.tan(math.radians(settings["shear_range"]))
-        layers.append(keras.layers.RandomShear(factor, 0.0, fill_mode="nearest",
-                                               seed=next_seed(), name="shear"))
+        layers.append(RandomShear(factor, 0.0, fill_mode="nearest", seed=next_seed(),
+                                  name="shear"))
     if settings["zoom_range"]:
         layers.append(keras.layers.RandomZoom(
             settings["zoom_range"], fill_mode="nearest", seed=next_seed(), name="zoom"))

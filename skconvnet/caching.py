@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import os
+import shutil
 import threading
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from ._fileio import atomic_write
+from ._fileio import atomic_write, environment_number, open_regular
 from ._runtime import predict_source
 
 __all__ = ["cached_predict", "clear_memory_cache", "model_key"]
@@ -44,7 +45,7 @@ class _MemoryStore:
 
     @property
     def limit(self):
-        return int(os.environ.get("SKCONVNET_MEMORY_CACHE_MB", "2048")) * 2**20
+        return int(environment_number("SKCONVNET_MEMORY_CACHE_MB", 2048) * 2**20)
 
     def get(self, key):
         with self.lock:
@@ -88,16 +89,19 @@ class _FolderStore:
 
     def get(self, key):
         path = self._path(key)
-        if not path.is_file():
-            return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with open_regular(path) as handle, np.load(handle, allow_pickle=False) as data:
                 return [data[f"arr_{i}"] for i in range(len(data.files))]
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            return None  # corrupt or half-written: recompute, the put below replaces it
+            return None  # corrupt, half-written, a folder: recompute, put replaces it
 
     def put(self, key, arrays):
-        with atomic_write(self._path(key), suffix=".npz") as tmp:
+        path = self._path(key)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # an entry replaced by a folder: make room for the file
+        with atomic_write(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, *arrays)
 
@@ -134,7 +138,17 @@ def cached_predict(model, network_key, source, batch_size, cache, *, verbose=0,
     """
     store = _store(cache)
     image_keys = source.content_keys()
+    # An entry that does not fit the network's outputs (another shape or dtype: a
+    # stale or tampered file) counts as missing, is recomputed and replaced.
+    shapes = [tuple(tensor.shape[1:]) for tensor in keras.tree.flatten(model.outputs)]
+
+    def fits(arrays):
+        return arrays is not None and len(arrays) == len(shapes) and all(
+            array.dtype == np.float32 and array.shape == shape
+            for array, shape in zip(arrays, shapes))
+
     found = [None if key is None else store.get((network_key, key)) for key in image_keys]
+    found = [value if fits(value) else None for value in found]
     missing = [i for i, value in enumerate(found) if value is None]
     if missing:
         failed = {}

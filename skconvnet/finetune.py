@@ -159,6 +159,9 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None), Options(None)],
     }
     _fitted_attribute = "classes_"
+    _required_fitted_names = frozenset({"input_size_", "classes_", "history_",
+                                        "n_trainable_layers_"})
+    _fitted_attribute_names = _required_fitted_names | {"n_features_in_"}
 
     def __init__(
         self,
@@ -284,6 +287,24 @@ class FineTunedConvClassifier(ClassifierMixin, ConvEstimator):
         if network.start is not None:
             phases.append(Phase("finetune", network.start, self.learning_rate, self.epochs))
         return phases
+
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        classes, network = self.classes_, self._network
+        if not (isinstance(classes, np.ndarray) and classes.ndim == 1 and len(classes) >= 2
+                and len(np.unique(classes)) == len(classes)):
+            raise ValueError("classes_ is not a 1-D array of at least 2 distinct labels.")
+        outputs = int(network.model.output.shape[-1])
+        if outputs != (1 if len(classes) == 2 else len(classes)):
+            raise ValueError(f"{len(classes)} classes_ but the network has {outputs} outputs.")
+        if self.n_trainable_layers_ != network.n_layers_trained_from(network.start):
+            raise ValueError(f"n_trainable_layers_={self.n_trainable_layers_!r} but the network "
+                             f"trains {network.n_layers_trained_from(network.start)}.")
+        if not (isinstance(self.history_, list) and all(
+                isinstance(entry, dict) and all(
+                    isinstance(k, str) and isinstance(v, (str, int, float))
+                    for k, v in entry.items()) for entry in self.history_)):
+            raise ValueError("history_ is not a list of records of numbers.")
 
     # ------------------------------------------------------------------ prediction
     @property

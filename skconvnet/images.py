@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._fileio import NotRegularFileError, open_regular
 from .exceptions import ImageReadError
 
 __all__ = [
@@ -41,20 +42,38 @@ _SCAN_ROWS = 256
 # --------------------------------------------------------------------------
 # Decoding files
 # --------------------------------------------------------------------------
+_BIT_DEPTHS = (8, 10, 12, 14, 16, 24, 32)
+
+
+def _full_scale(mode, array):
+    """The value that means white in a high-range grayscale image.
+
+    ``I;16*``: 65535 (the mode's range). ``I`` (32-bit ints, no bit depth in
+    the mode): the smallest common sensor depth (8, 10, 12, 14, 16, ... bits)
+    that holds the brightest pixel, so 12-bit data is not crushed to black.
+    ``F`` (floats): 1.0 for images in [0, 1] (the float convention), 255 for
+    images in [0, 255], else the brightest pixel.
+    """
+    if mode.startswith("I;16"):
+        return 65535.0
+    highest = float(array.max(initial=0))
+    if mode == "F":
+        return 1.0 if highest <= 1.0 else 255.0 if highest <= 255.0 else highest
+    return float(next((2**d - 1 for d in _BIT_DEPTHS if highest < 2**d), highest))
+
+
 def _to_rgb(image, background):
     """Convert any Pillow mode to 8-bit RGB, compositing transparency onto ``background``."""
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: scale to 8 bits; Pillow's convert("L") would clip instead.
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-        array = np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
-        image = Image.fromarray(array, mode="L")
+    if mode.startswith("I") or mode == "F":
+        # High-range grayscale: scale to 8 bits; Pillow's convert("L") would clip instead.
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0,
+                              neginf=0.0)
+        array = np.rint(array * (255.0 / max(_full_scale(mode, array), 1e-12)))
+        image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
         mode = "L"
-    elif mode == "F":
-        array = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
-        image = Image.fromarray(array, mode="L")
-        mode = "L"
+    if mode == "La":  # premultiplied: Pillow converts it only to LA
+        image, mode = image.convert("LA"), "LA"
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode == "P" and "transparency" in image.info
     ) or (mode in ("L", "RGB") and "transparency" in image.info)
@@ -89,21 +108,45 @@ def read_image(path, size=None, *, background=(255, 255, 255)):
     Raises
     ------
     ImageReadError
-        If the file is missing, empty, not an image, truncated, or has more pixels
-        than ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's decompression-bomb limit,
-        about 89 million; set it higher or to None for files you trust).
+        If the file is missing, unreadable (permission denied), not a regular
+        file (a directory, FIFO or device: refused at once, never read), empty,
+        not an image, truncated, or has more pixels than
+        ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's decompression-bomb limit, about
+        89 million; set it higher or to None for files you trust).
+
+    Notes
+    -----
+    High-range grayscale is scaled, never clipped: 16-bit modes by 65535,
+    32-bit integer images by the smallest common bit depth (8, 10, 12, 14, 16,
+    24, 32) holding their brightest pixel, float images in [0, 1] by 255.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "no such file")
-    if path.is_dir():
-        raise ImageReadError(path, "it is a directory, not an image file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "the file is empty (0 bytes)")
+    try:
+        handle = open_regular(path)
+    except OSError as exc:
+        raise ImageReadError(path, describe_os_error(exc)) from None
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ImageReadError(path, "the file is empty (0 bytes)")
+        return _decode(path, handle, size, background)
+
+
+def describe_os_error(exc):
+    """Why a file could not be opened, in a few words: "permission denied", ..."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, NotRegularFileError):
+        return exc.strerror
+    return f"the file cannot be read ({exc.strerror or exc})"
+
+
+def _decode(path, handle, size, background):
     if size is not None:
         height, width = (size, size) if np.isscalar(size) else size
     try:
-        with Image.open(path) as image:
+        with Image.open(handle) as image:
             limit = Image.MAX_IMAGE_PIXELS
             if limit and image.width * image.height > limit:
                 # Pillow only warns up to twice its limit; refuse before decoding.
@@ -275,12 +318,12 @@ class FileImages:
         def digest(path):
             sha = hashlib.sha1(repr(self.background).encode())
             try:
-                with open(path, "rb") as handle:
+                with open_regular(path) as handle:  # a FIFO or device never blocks here
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         sha.update(block)
             except OSError as exc:
                 if self.on_error == "raise":
-                    raise ImageReadError(path, str(exc)) from None
+                    raise ImageReadError(path, describe_os_error(exc)) from None
                 return None  # unreadable: never cached, reported when loaded
             return sha.hexdigest()
 
@@ -411,6 +454,11 @@ def image_source(X, size, *, image_shape=None, background=(255, 255, 255), on_er
         )
     if hasattr(X, "to_numpy") and getattr(X, "ndim", 1) == 1:  # pandas Series
         X = X.to_numpy()
+    elif hasattr(X, "to_numpy") and getattr(X, "shape", (0, 0))[1:] == (1,):
+        # A one-column DataFrame, as ColumnTransformer([..., ["path"]]) passes it.
+        column = X.to_numpy()[:, 0]
+        if column.dtype.kind in "OUS" and len(column) and all(map(_is_path, column)):
+            X = column
     if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" or isinstance(X, (list, tuple)):
         items = list(X) if not isinstance(X, np.ndarray) or X.ndim == 1 else None
         if items is not None and len(items) > 0:
@@ -509,19 +557,38 @@ def _resolve_image_shape(n_values, image_shape):
 # --------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------
+def _visible_files(folder):
+    """Regular files below ``folder``, sorted; hidden files and folders skipped.
+
+    A folder that cannot be read raises, naming it: a class must never vanish
+    from the labels because of its permissions.
+    """
+    def refuse(error):
+        raise ValueError(f"load_image_folder cannot read the folder {error.filename!r}: "
+                         f"{describe_os_error(error)}.") from None
+
+    found = []
+    for parent, folders, files in os.walk(folder, onerror=refuse):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found.extend(Path(parent) / name for name in files if not name.startswith("."))
+    return sorted(path for path in found if path.is_file())
+
+
 def load_image_folder(root, *, extensions=IMAGE_EXTENSIONS):
     """List the images of a ``root/<class_name>/<image>`` tree.
 
     The layout of Keras' ``flow_from_directory`` and ``image_dataset_from_directory``:
-    one sub-folder per class. Hidden files and files with other suffixes are
-    ignored.
+    one sub-folder per class, images anywhere below it. Hidden files and
+    folders (names starting with ".") and files with other suffixes are
+    ignored; a folder that cannot be read raises, naming it.
 
     Parameters
     ----------
     root : str or os.PathLike
         The folder holding one sub-folder per class.
-    extensions : tuple of str, default=IMAGE_EXTENSIONS
-        File name suffixes to pick up, compared case-insensitively.
+    extensions : str or tuple of str, default=IMAGE_EXTENSIONS
+        File name suffixes to pick up (one, or several), compared
+        case-insensitively.
 
     Returns
     -------
@@ -547,11 +614,13 @@ def load_image_folder(root, *, extensions=IMAGE_EXTENSIONS):
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"load_image_folder expects a folder; {str(root)!r} is not one.")
+    if isinstance(extensions, str):
+        extensions = (extensions,)  # ".png", not the characters ".", "p", "n", "g"
     suffixes = tuple(ext.lower() for ext in extensions)
     paths, labels = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in sorted(class_dir.rglob("*")):
-            if file.is_file() and not file.name.startswith(".") and file.suffix.lower() in suffixes:
+        for file in _visible_files(class_dir):
+            if file.suffix.lower() in suffixes:
                 paths.append(str(file))
                 labels.append(class_dir.name)
     if not paths:

@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import keras
 
-from ._fileio import atomic_write, cache_home, file_digest
+from ._fileio import atomic_write, cache_folder, file_digest
 from .exceptions import InvalidParameterError, WeightsUnavailableError
 
 __all__ = [
@@ -177,7 +177,7 @@ def cached_conversion(name, source, convert):
         A verified Keras weights file.
     """
     source_sha = file_digest(source)
-    path = cache_home() / "weights" / f"{name}-{source_sha[:16]}.weights.h5"
+    path = cache_folder("weights") / f"{name}-{source_sha[:16]}.weights.h5"
     if _entry_is_valid(path, source_sha):
         return path
     with atomic_write(path, suffix=".weights.h5") as tmp:  # Keras insists on the ending
