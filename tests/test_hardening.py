@@ -134,7 +134,12 @@ SIZES = st.tuples() | st.tuples(st.integers(-3, 2**33)) | st.tuples(
     st.integers(-3, 70), st.integers(-3, 70)) | st.lists(st.integers(-2, 6), max_size=9).map(tuple)
 
 
-@settings(max_examples=150, deadline=None,
+#: Examples per property test: bounded for CI; raise them for a long fuzz run.
+FUZZ_EXAMPLES = int(os.environ.get("SKCONVNET_FUZZ_EXAMPLES", "25"))
+READER_EXAMPLES = 6 * FUZZ_EXAMPLES  # the .pth reader is fast: more examples for the same time
+
+
+@settings(max_examples=READER_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(offset=st.integers(-5, 2**40) | st.integers(0, 64), size=SIZES,
        stride=SIZES, numel=st.integers(0, 64), declared=st.none() | st.integers(-2, 2**34))
@@ -165,7 +170,7 @@ def valid_pth(tmp_path_factory):
     return path.read_bytes()
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=READER_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
                       max_size=4), cut=st.none() | st.integers(0, 10**6))
@@ -346,7 +351,7 @@ def test_malformed_records_are_refused_as_unsafe(tmp_path, saved, change, match)
         load(path)
 
 
-@settings(max_examples=int(os.environ.get("SKCONVNET_FUZZ_EXAMPLES", "25")), deadline=None,
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(flips=st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 255)), min_size=1,
                       max_size=3))
@@ -367,7 +372,7 @@ JSON_VALUES = st.recursive(
     max_leaves=12)
 
 
-@settings(max_examples=int(os.environ.get("SKCONVNET_FUZZ_EXAMPLES", "25")), deadline=None,
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(section=st.sampled_from(["params", "fitted", "network", "format_version", "estimator"]),
        key_index=st.integers(0, 40), value=JSON_VALUES)
@@ -480,7 +485,7 @@ def test_high_range_images_use_their_full_range(tmp_path, mode, values, suffix):
     assert np.all(np.diff(rgb[..., 0].ravel().astype(int)) >= 0)  # order kept
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=READER_EXAMPLES // 4, deadline=None)
 @given(mode=st.sampled_from(["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I",
                              "I;16", "F", "LA", "PA", "RGBX", "RGBa", "La"]),
        seed=st.integers(0, 2**16))
