@@ -14,6 +14,7 @@ from .images import load_image_folder
 from .inspection import inspect_base
 from .plotting import plot_feature_maps, plot_history
 from .registry import BaseSpec, get_base_spec, list_bases, register_base
+from .regression import FineTunedConvRegressor
 from .saving import load, save
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "BaseSpec",
     "ConvFeatureExtractor",
     "FineTunedConvClassifier",
+    "FineTunedConvRegressor",
     "ImageReadError",
     "InvalidParameterError",
     "UnsafeModelFileError",

@@ -141,17 +141,18 @@ results on CPU."""),
 
 
 def document_parameters(cls):
-    """Fill the ``{shared parameters}`` line of ``cls.__doc__`` with the shared entries.
+    """Fill the ``{parameters}`` line of ``cls.__doc__`` from ``cls._parameter_docs``.
 
     Each entry is ``name : type, default=<the default in cls.__init__>`` and its
-    description, so the defaults in the docs cannot drift from the code.
+    description, so the defaults in the docs cannot drift from the code, and
+    estimators that share parameters share their documentation.
     """
     defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
     entries = []
-    for name, (kind, text) in SHARED_PARAMETER_DOCS.items():
+    for name, (kind, text) in cls._parameter_docs.items():
         entries.append(f"    {name} : {kind}, default={defaults[name]!r}")
         entries.extend(f"        {line}" for line in text.splitlines())
-    cls.__doc__ = cls.__doc__.replace("    {shared parameters}", "\n".join(entries))
+    cls.__doc__ = cls.__doc__.replace("    {parameters}", "\n".join(entries))
     return cls
 
 
@@ -233,6 +234,7 @@ class ConvEstimator(BaseEstimator):
     """
 
     _parameter_constraints = SHARED_CONSTRAINTS
+    _parameter_docs = SHARED_PARAMETER_DOCS
     #: Public fitted attributes: those ``fit`` always sets, and all it may set.
     _required_fitted_names = frozenset({"input_size_"})
     _fitted_attribute_names = frozenset({"input_size_", "n_features_in_"})

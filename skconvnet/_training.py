@@ -168,7 +168,17 @@ def _describe(phase, network):
             f"at learning rate {phase.learning_rate:g}")
 
 
-def run_phases(network, phases, inputs, train, validation, *, loss, n_iter_no_change, verbose):
+def _metric(name):
+    # Keras reads "accuracy" from the shapes: for several sigmoid outputs (multi-label) it
+    # would pick categorical accuracy. Per-label accuracy is asked for by name, and recorded
+    # in history_ as "accuracy" like the single-label one.
+    if name == "binary_accuracy":
+        return keras.metrics.BinaryAccuracy(name="accuracy")
+    return name
+
+
+def run_phases(network, phases, inputs, train, validation, *, loss, metrics, n_iter_no_change,
+               verbose):
     """Train ``network`` phase by phase; return the history, one record per epoch.
 
     Parameters
@@ -181,6 +191,7 @@ def run_phases(network, phases, inputs, train, validation, *, loss, n_iter_no_ch
     train, validation : TrainingBatches or None
         Their ``source`` is set to each phase's inputs.
     loss : str
+    metrics : sequence of str
     n_iter_no_change : int or None
         Stop a phase after this many epochs without a better ``val_loss``.
     verbose : int
@@ -202,7 +213,7 @@ def run_phases(network, phases, inputs, train, validation, *, loss, n_iter_no_ch
         if verbose:
             print(_describe(phase, network), flush=True)
         trained.compile(optimizer=keras.optimizers.RMSprop(phase.learning_rate), loss=loss,
-                        metrics=["accuracy"])
+                        metrics=[_metric(name) for name in metrics])
         callbacks = []
         if validation is not None and n_iter_no_change:
             callbacks.append(keras.callbacks.EarlyStopping(

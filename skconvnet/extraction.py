@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import SHARED_CONSTRAINTS, ConvEstimator, document_parameters
+from ._base import SHARED_CONSTRAINTS, SHARED_PARAMETER_DOCS, ConvEstimator, document_parameters
 from ._runtime import predict_source, seeded
 from ._validation import Options
 from .caching import cached_predict
@@ -28,13 +28,7 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Co
 
     Parameters
     ----------
-    {shared parameters}
-    pooling : {"avg", "max", "flatten"} or None, default="avg"
-        How feature maps become vectors: global average, global max, flattened
-        (``4 x 4 x 512 -> 8192``), or ``None`` to return the maps themselves.
-    on_error : {"raise", "skip"}, default="raise"
-        What ``transform`` does with an unreadable image file: raise, or return
-        a row of NaN for it and list it in ``failed_files_``.
+    {parameters}
 
     Attributes
     ----------
@@ -83,6 +77,15 @@ class ConvFeatureExtractor(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Co
         **SHARED_CONSTRAINTS,
         "pooling": [Options("avg", "max", "flatten", None)],
         "on_error": [Options("raise", "skip")],
+    }
+    _parameter_docs = {
+        **SHARED_PARAMETER_DOCS,
+        "pooling": ('{"avg", "max", "flatten"} or None', """\
+How feature maps become vectors: global average, global max, flattened
+(``4 x 4 x 512 -> 8192``), or ``None`` to return the maps themselves."""),
+        "on_error": ('{"raise", "skip"}', """\
+What ``transform`` does with an unreadable image file: raise, or return a row
+of NaN for it and list it in ``failed_files_``."""),
     }
     _fitted_attribute = "n_features_out_"
     _required_fitted_names = frozenset({"input_size_", "feature_shape_", "n_features_out_"})

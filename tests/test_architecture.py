@@ -26,6 +26,7 @@ import skconvnet
 from skconvnet import (
     ConvFeatureExtractor,
     FineTunedConvClassifier,
+    FineTunedConvRegressor,
     InvalidParameterError,
     inspect_base,
     load,
@@ -34,7 +35,13 @@ from skconvnet import (
     save,
 )
 from skconvnet._validation import invalid_values
-from skconvnet.testing import make_shapes, tiny_classifier, tiny_convnet, tiny_extractor
+from skconvnet.testing import (
+    make_shapes,
+    tiny_classifier,
+    tiny_convnet,
+    tiny_extractor,
+    tiny_regressor,
+)
 
 PACKAGE = Path(skconvnet.__file__).parent
 
@@ -49,7 +56,8 @@ LAYERS = [
     ["catalogue", "networks", "caching"],
     ["_training", "_targets"],
     ["_base"],
-    ["extraction", "finetune"],
+    ["_finetune_base"],
+    ["extraction", "finetune", "regression"],
     ["saving", "inspection", "plotting", "testing", "datasets", "scaling"],
     ["demo"],
     ["cli"],
@@ -109,7 +117,7 @@ def test_importing_any_module_first_works():
 
 
 # --------------------------------------------------------------------------- parameter tables
-ESTIMATORS = [ConvFeatureExtractor, FineTunedConvClassifier]
+ESTIMATORS = [ConvFeatureExtractor, FineTunedConvClassifier, FineTunedConvRegressor]
 
 
 @pytest.mark.parametrize("Estimator", ESTIMATORS)
@@ -142,8 +150,12 @@ def _invalid_cases():
 @pytest.mark.parametrize("Estimator, name, value", _invalid_cases())
 def test_every_parameter_rejects_a_bad_value_clearly(Estimator, name, value):
     X, y = make_shapes(8)
-    make = tiny_extractor if Estimator is ConvFeatureExtractor else tiny_classifier
-    estimator = make(**{name: value})  # __init__ only stores
+    if Estimator is FineTunedConvRegressor:
+        estimator = tiny_regressor(**{name: value})  # __init__ only stores
+    elif Estimator is ConvFeatureExtractor:
+        estimator = tiny_extractor(**{name: value})
+    else:
+        estimator = tiny_classifier(**{name: value})
     message = rf"The '{name}' parameter of {Estimator.__name__} must be .+ Got .+ instead"
     with pytest.raises(InvalidParameterError, match=message):
         estimator.fit(X, y)

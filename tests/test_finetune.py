@@ -31,6 +31,11 @@ def _base_weights(clf):
 
 
 CHECK_REASONS = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "minibatch gradient descent: a weight of 2 is not the same as a repeated image, "
+        "which changes the batches (scikit-learn's SGD estimators fail it too); a weight of 0 "
+        "is exactly the same as dropping the image (test_zero_weight_equals_dropping_the_image)"
+    ),
     "check_class_weight_classifiers": (
         "the check's data has negative values (standard-scaled blobs), which are not "
         "pixels and are rejected; class_weight itself is tested in this module"

@@ -147,7 +147,8 @@ def test_a_network_with_code_is_refused_by_safe_mode(saved_classifier, tmp_path)
 
 @pytest.mark.parametrize("change, match", [
     (lambda r: {**r, "estimator": "os.system"},
-     r"names the class 'os.system'; only \['ConvFeatureExtractor', 'FineTunedConvClassifier'\]"),
+     r"names the class 'os.system'; only \['ConvFeatureExtractor', 'FineTunedConvClassifier', "
+     r"'FineTunedConvRegressor'\]"),
     (lambda r: {**r, "format": "pickle"}, "not a file written by skconvnet.save"),
     (lambda r: {**r, "format_version": 99}, "format version 99"),
     (lambda r: {**r, "params": {**r["params"], "evil": 1}}, r"unknown parameters \['evil'\]"),
@@ -194,8 +195,9 @@ def test_files_that_are_not_model_files(tmp_path, images):
 def test_save_errors(tmp_path, images):
     with pytest.raises(NotFittedError):
         save(tiny_extractor(), tmp_path / "x")
-    with pytest.raises(TypeError, match="saves ConvFeatureExtractor and FineTunedConvClassifier "
-                                        "estimators; got a StandardScaler"):
+    with pytest.raises(TypeError, match=r"saves the estimators \['ConvFeatureExtractor', "
+                                        r"'FineTunedConvClassifier', 'FineTunedConvRegressor'\]; "
+                                        "got a StandardScaler"):
         save(StandardScaler().fit([[0.0], [1.0]]), tmp_path / "x")
     model_base = ConvFeatureExtractor(skconvnet.testing.tiny_convnet(input_shape=(16, 16, 3)),
                                       weights=None).fit(images)

@@ -1,0 +1,246 @@
+"""What the fine-tuned estimators share: the recipe's parameters, fit, the network's scores.
+
+:class:`FineTunedConvEstimator` is the base of :class:`FineTunedConvClassifier`
+and :class:`FineTunedConvRegressor`. Its ``fit`` reads as the algorithm:
+resolve the parameters, encode the targets (the subclass's job), build the
+network, run the phases, set the fitted attributes. Subclasses say how targets
+are encoded (:meth:`_encode_targets`) and how raw network outputs become
+predictions.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from ._base import SHARED_CONSTRAINTS, SHARED_PARAMETER_DOCS, ConvEstimator
+from ._runtime import distribution_scope, predict_source, seeded
+from ._training import (
+    CachedBottomInputs,
+    FullNetworkInputs,
+    Phase,
+    TrainingBatches,
+    run_phases,
+)
+from ._validation import HasMethods, InstanceOf, Interval, Options
+from .augmentation import check_augment
+from .exceptions import InvalidParameterError
+from .networks import build_classifier_network
+
+__all__ = ["FINETUNE_CONSTRAINTS", "FINETUNE_PARAMETER_DOCS", "FineTunedConvEstimator"]
+
+_RATE = Interval(numbers.Real, 0.0, None, closed="right")
+
+#: The constraints of the parameters both fine-tuned estimators have.
+FINETUNE_CONSTRAINTS = {
+    **SHARED_CONSTRAINTS,
+    "pooling": [Options("avg", "max", "flatten")],
+    "head_units": [Interval(numbers.Integral, 0, None)],
+    "dropout": [Interval(numbers.Real, 0.0, 1.0, closed="left")],
+    "augment": [Options(None, "standard"), InstanceOf(dict, "a dict")],
+    "warmup_epochs": [Interval(numbers.Integral, 0, None)],
+    "epochs": [Interval(numbers.Integral, 0, None)],
+    "unfreeze": [Interval(numbers.Integral, 0, None),
+                 InstanceOf(str, "a layer name of the base or 'all'")],
+    "learning_rate": [_RATE],
+    "warmup_learning_rate": [_RATE],
+    "distribution": [Options(None, "mirrored"), HasMethods(
+        "scope", description="a tf.distribute.Strategy or keras.distribution.Distribution "
+                             "(an object with a scope() method)")],
+    "validation_fraction": [Interval(numbers.Real, 0.0, 1.0, closed="neither"), Options(None)],
+    "n_iter_no_change": [Interval(numbers.Integral, 1, None), Options(None)],
+}
+
+#: numpydoc entries of those parameters, after the shared ones.
+FINETUNE_PARAMETER_DOCS = {
+    **SHARED_PARAMETER_DOCS,
+    "pooling": ('{"avg", "max", "flatten"}', "How the feature maps reach the head."),
+    "head_units": ("int", "Width of the hidden Dense layer of the head; 0 for a linear head."),
+    "dropout": ("float", "Dropout rate before the output layer."),
+    "augment": ('None, "standard" or dict', """\
+On-the-fly augmentation of training batches (never at predict time).
+``"standard"`` is the seed recipe (rotation 40 degrees, shifts 0.2, shear 0.2,
+zoom 0.2, horizontal flip); a dict takes the keys ``rotation_range``,
+``width_shift_range``, ``height_shift_range``, ``shear_range``, ``zoom_range``,
+``horizontal_flip``."""),
+    "warmup_epochs": ("int", "Epochs of phase 1 (head only)."),
+    "epochs": ("int", """\
+Epochs of phase 2 (top of the base and head); unused when ``unfreeze=0``."""),
+    "unfreeze": ("int or str", """\
+What phase 2 trains: ``0`` nothing (phase 2 is skipped), an int N the top N
+layers of the base that have weights (BatchNormalization not counted), a layer
+name (that layer and all above it, e.g. ``"block5_conv1"``), or ``"all"``."""),
+    "learning_rate": ("float", "RMSprop learning rate of phase 2."),
+    "warmup_learning_rate": ("float", "RMSprop learning rate of phase 1."),
+    "distribution": ('None, "mirrored" or a distribution object', """\
+Train one model on several devices of this machine (data parallel).
+``"mirrored"`` uses every GPU (``tf.distribute.MirroredStrategy()`` on
+TensorFlow, ``keras.distribution.DataParallel()`` on JAX); or pass your own
+``tf.distribute.Strategy`` or ``keras.distribution.Distribution``.
+``batch_size`` is the global batch, split evenly over the replicas."""),
+    "validation_fraction": ("float or None", """\
+Hold out this fraction of the training data (stratified for single-label
+classes) to monitor ``val_loss`` and the metrics (recorded in ``history_``)."""),
+    "n_iter_no_change": ("int or None", """\
+With ``validation_fraction``: stop a phase after this many epochs without a
+better ``val_loss`` and restore the best weights."""),
+}
+
+
+class FineTunedConvEstimator(ConvEstimator):
+    """The base of the fine-tuned estimators (not public).
+
+    Subclasses define ``_encode_targets(y, n_images, sample_weight)``
+    returning a :class:`skconvnet._targets.Targets`, ``_set_target_attributes
+    (targets)`` and the public prediction methods built on :meth:`_scores`.
+    """
+
+    _parameter_constraints = FINETUNE_CONSTRAINTS
+    _parameter_docs = FINETUNE_PARAMETER_DOCS
+    _fitted_attribute = "n_outputs_"
+    _required_fitted_names = frozenset({"input_size_", "history_", "n_trainable_layers_",
+                                        "n_outputs_", "out_activation_"})
+    _fitted_attribute_names = _required_fitted_names | {"n_features_in_"}
+
+    def fit(self, X, y, sample_weight=None):
+        """Train the head, then fine-tune the top of the base.
+
+        Parameters
+        ----------
+        X : array-like or sequence of paths
+            Images, in any form :class:`ConvFeatureExtractor` accepts.
+        y : array-like of shape (n_images,) or (n_images, n_outputs)
+            Targets (see the class's description).
+        sample_weight : array-like of shape (n_images,) or None, default=None
+            Non-negative weights of the images' losses, multiplied with any
+            class weights. An image of weight 0 is left out of training.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        resolved = self._resolve()
+        source = self._source(X, resolved)
+        targets = self._encode_targets(y, len(source), sample_weight)
+        with seeded(resolved.seed), distribution_scope(self.distribution):
+            network = self._build_network(resolved, targets.n_outputs, targets.activation)
+            resolved = self._cache_key_of(resolved, "finetune-bottom", self.layer,
+                                          resolved.input_size, resolved.background,
+                                          network.start, self.precision)
+            inputs = self._phase_inputs(network, resolved, source)
+            train, validation = self._batches(source, targets, resolved.seed)
+            history = run_phases(network, self._phases(network), inputs, train, validation,
+                                 loss=targets.loss, metrics=targets.metrics,
+                                 n_iter_no_change=self.n_iter_no_change, verbose=self.verbose)
+        # Fit into locals, swap at the end: an exception or KeyboardInterrupt above
+        # leaves a previously fitted estimator exactly as it was.
+        self._network, self._resolved = network, resolved
+        self._predictor = getattr(inputs, "predictor", None)
+        self.__dict__.pop("_network_weights", None)
+        self._set_target_attributes(targets)
+        self.n_outputs_, self.out_activation_ = targets.n_outputs, targets.activation
+        self.history_ = history
+        self.input_size_ = resolved.input_size
+        self.n_trainable_layers_ = network.n_layers_trained_from(network.start)
+        self._record_input_width(source)
+        return self
+
+    # ------------------------------------------------------------------ fit's steps
+    def _resolve(self):
+        resolved = super()._resolve()
+        caller = type(self).__name__
+        check_augment(caller, self.augment)
+        if self.warmup_epochs == 0 and (self.epochs == 0 or self.unfreeze == 0):
+            raise InvalidParameterError(
+                f"{caller} would train nothing: warmup_epochs=0 and "
+                f"{'epochs=0' if self.epochs == 0 else 'unfreeze=0'}. Set warmup_epochs >= 1, "
+                "or unfreeze and epochs >= 1."
+            )
+        return resolved
+
+    def _build_network(self, resolved, n_outputs=None, activation=None):
+        if n_outputs is None:  # rebuilding a fitted estimator
+            n_outputs, activation = self.n_outputs_, self.out_activation_
+        return build_classifier_network(
+            resolved.spec, self.base, weights=resolved.weights, size=resolved.input_size,
+            seed=resolved.seed, layer=self.layer, unfreeze=self.unfreeze, pooling=self.pooling,
+            head_units=self.head_units, dropout=self.dropout, n_outputs=n_outputs,
+            activation=activation, augment_settings=check_augment(type(self).__name__,
+                                                                  self.augment),
+            precision=self.precision, caller=type(self).__name__)
+
+    def _network_model(self, network):
+        return network.model
+
+    def _keeps_weights(self):
+        return True  # trained weights never come back from a source
+
+    def _phase_inputs(self, network, resolved, source):
+        """Train on the cached frozen bottom's outputs where the cache allows, else on images."""
+        if self.cache is not None and network.frozen is not None and resolved.cache_key:
+            return CachedBottomInputs(network, resolved.cache_key, self.cache, source,
+                                      self.batch_size, self.verbose)
+        return FullNetworkInputs(network, source)
+
+    def _batches(self, source, targets, seed):
+        """Training batches of the images with weight > 0 and, with ``validation_fraction``,
+        a held-out set (stratified where the targets are single-label classes)."""
+        indices, validation = targets.trained, None
+        if self.validation_fraction:
+            stratify = targets.encoded[indices] if targets.stratify else None
+            indices, held_out = train_test_split(
+                indices, test_size=self.validation_fraction, stratify=stratify,
+                random_state=seed if seed is not None else 0)
+            validation = TrainingBatches(source, held_out, targets.encoded, None,
+                                         self.batch_size, seed, shuffle=False)
+        train = TrainingBatches(source, indices, targets.encoded, targets.sample_weight,
+                                self.batch_size, seed, shuffle=True)
+        return train, validation
+
+    def _phases(self, network):
+        phases = [Phase("warmup", None, self.warmup_learning_rate, self.warmup_epochs)]
+        if network.start is not None:
+            phases.append(Phase("finetune", network.start, self.learning_rate, self.epochs))
+        return phases
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted_state(self):
+        super()._check_fitted_state()
+        network = self._network
+        outputs = int(network.model.output.shape[-1])
+        if outputs != self.n_outputs_:
+            raise ValueError(f"n_outputs_={self.n_outputs_!r} but the network has {outputs} "
+                             "outputs.")
+        if self.n_trainable_layers_ != network.n_layers_trained_from(network.start):
+            raise ValueError(f"n_trainable_layers_={self.n_trainable_layers_!r} but the network "
+                             f"trains {network.n_layers_trained_from(network.start)}.")
+        if not (isinstance(self.history_, list) and all(
+                isinstance(entry, dict) and all(
+                    isinstance(k, str) and isinstance(v, (str, int, float))
+                    for k, v in entry.items()) for entry in self.history_)):
+            raise ValueError("history_ is not a list of records of numbers.")
+
+    @property
+    def base_model_(self):
+        """The trained (cut) base: the layers of ``model_`` that came from ``base``."""
+        self.model_  # rebuilds after unpickling
+        return self._network.base
+
+    def _scores(self, X):
+        """The network's raw outputs for ``X``, float64 ``(n_images, n_outputs_)``."""
+        source = self._fitted_source(X)
+        model = self.model_
+        predictor = self.__dict__.get("_predictor")
+        if predictor is not None and predictor.cache == self.cache:
+            scores = predictor.predict(source, self.batch_size)
+        else:
+            scores = predict_source(model, source, self.batch_size)
+        return np.asarray(scores, dtype=np.float64)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
