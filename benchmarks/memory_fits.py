@@ -8,14 +8,11 @@ import argparse
 import gc
 import os
 import resource
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-
-from conftest import make_shapes  # noqa: E402
 from skconvnet import FineTunedConvClassifier  # noqa: E402
+from skconvnet.testing import make_shapes  # noqa: E402
 
 
 def rss_mib():

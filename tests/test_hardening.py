@@ -330,7 +330,7 @@ AA = {"ndarray": ["a", "a"], "dtype": "<U1"}
     (lambda r: {**r, "fitted": {**r["fitted"], "classes_": {"tuple": 3}}}, "Unknown value"),
     (lambda r: {**r, "params": {**r["params"], "augment": {"dict": [[1]]}}}, "Unknown value"),
     (lambda r: {**r, "fitted": {**r["fitted"], "input_size_": 15}}, "input_size_=15"),
-    (lambda r: {**r, "fitted": {**r["fitted"], "classes_": ABC}}, "weights do not fit"),
+    (lambda r: {**r, "fitted": {**r["fitted"], "classes_": ABC}}, "3 classes_ but n_outputs_=1"),
     (lambda r: {**r, "fitted": {**r["fitted"], "classes_": AA}}, "at least 2 distinct labels"),
     (lambda r: {**r, "fitted": {**r["fitted"], "n_trainable_layers_": 3}},
      "n_trainable_layers_=3"),
