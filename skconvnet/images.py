@@ -521,16 +521,6 @@ def image_source(X, size, *, image_shape=None, background=(255, 255, 255), on_er
     return source
 
 
-def check_flat_width(estimator, source):
-    """A 2-D ``X`` at predict time must have the row length seen in ``fit``."""
-    expected = getattr(estimator, "n_features_in_", None)
-    if expected is not None and source.flat_width not in (None, expected):
-        raise ValueError(
-            f"X has {source.flat_width} features, but {type(estimator).__name__} is "
-            f"expecting {expected} features as input."
-        )
-
-
 def _resolve_image_shape(n_values, image_shape):
     if image_shape is None:
         shape = _infer_square_shape(n_values)
