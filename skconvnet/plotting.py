@@ -144,13 +144,11 @@ def plot_feature_maps(estimator, image, *, layer=None, max_maps=32, n_cols=8, si
     --------
     >>> import matplotlib
     >>> matplotlib.use("Agg")
-    >>> import numpy as np
-    >>> import skconvnet.testing  # registers the tiny test base
-    >>> from skconvnet import ConvFeatureExtractor, plot_feature_maps
-    >>> image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    >>> extractor = ConvFeatureExtractor("tiny", weights=None, input_size=16,
-    ...                                  random_state=0).fit([image])
-    >>> len(plot_feature_maps(extractor, image, layer="block1_relu").axes)
+    >>> from skconvnet import plot_feature_maps
+    >>> from skconvnet.testing import make_shapes, tiny_extractor  # the tiny test base
+    >>> images, _ = make_shapes(1)
+    >>> extractor = tiny_extractor().fit(images)
+    >>> len(plot_feature_maps(extractor, images[0], layer="block1_relu").axes)
     4
     """
     model = estimator.model_  # raises NotFittedError when not fitted
