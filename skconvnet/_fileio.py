@@ -10,7 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["NotRegularFileError", "atomic_write", "cache_folder", "cache_home",
+__all__ = ["NotRegularFileError", "atomic_write", "cache_folder", "cache_home", "describe_os_error",
            "environment_number", "file_digest", "open_regular"]
 
 _SPECIAL_KINDS = (
@@ -24,6 +24,17 @@ _SPECIAL_KINDS = (
 
 class NotRegularFileError(OSError):
     """A path names a directory, FIFO, device or socket where a regular file was expected."""
+
+
+def describe_os_error(exc):
+    """Why a file could not be opened, in a few words: "permission denied", ..."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, NotRegularFileError):
+        return exc.strerror
+    return f"the file cannot be read ({exc.strerror or exc})"
 
 
 def open_regular(path):

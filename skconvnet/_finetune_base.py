@@ -27,7 +27,7 @@ from ._training import (
 from ._validation import HasMethods, InstanceOf, Interval, Options
 from .augmentation import check_augment
 from .exceptions import InvalidParameterError
-from .networks import build_classifier_network
+from .networks import build_finetuned_network
 
 __all__ = ["FINETUNE_CONSTRAINTS", "FINETUNE_PARAMETER_DOCS", "FineTunedConvEstimator"]
 
@@ -164,7 +164,7 @@ class FineTunedConvEstimator(ConvEstimator):
     def _build_network(self, resolved, n_outputs=None, activation=None):
         if n_outputs is None:  # rebuilding a fitted estimator
             n_outputs, activation = self.n_outputs_, self.out_activation_
-        return build_classifier_network(
+        return build_finetuned_network(
             resolved.spec, self.base, weights=resolved.weights, size=resolved.input_size,
             seed=resolved.seed, layer=self.layer, unfreeze=self.unfreeze, pooling=self.pooling,
             head_units=self.head_units, dropout=self.dropout, n_outputs=n_outputs,

@@ -112,9 +112,9 @@ def check_sample_weight(sample_weight, n_images, caller):
     return weights.astype(np.float32)
 
 
-def _trained_and_weights(weights, n_images):
-    trained = np.arange(n_images) if weights is None else np.flatnonzero(weights > 0)
-    return trained, weights
+def _trained(weights, n_images):
+    """The images trained on: all of them, or those of weight > 0."""
+    return np.arange(n_images) if weights is None else np.flatnonzero(weights > 0)
 
 
 def encode_class_labels(y, n_images, class_weight_param, sample_weight, caller):
@@ -145,7 +145,7 @@ def encode_class_labels(y, n_images, class_weight_param, sample_weight, caller):
     check_consistent_length(np.empty(n_images), y)
     _check_no_missing_labels(y)
     check_classification_targets(y)
-    trained, weights = _trained_and_weights(weights, n_images)
+    trained = _trained(weights, n_images)
     encoder = LabelEncoder().fit(y[trained])
     if len(encoder.classes_) < 2:
         raise ValueError(
@@ -184,7 +184,7 @@ def _encode_multilabel(y, n_images, class_weight_param, weights, caller):
         raise InvalidParameterError(
             f"The 'class_weight' parameter of {caller} must be None with multi-label y. Got "
             f"{class_weight_param!r} instead.")
-    trained, weights = _trained_and_weights(weights, n_images)
+    trained = _trained(weights, n_images)
     encoded = (np.asarray(y) > 0).astype(np.float32)
     return Targets(encoded=encoded, sample_weight=weights, trained=trained,
                    n_outputs=encoded.shape[1], activation="sigmoid", loss="binary_crossentropy",
@@ -205,7 +205,7 @@ def encode_regression_targets(y, n_images, sample_weight, loss, caller):
     if y.ndim not in (1, 2):
         raise ValueError(f"y of {caller} must be 1-D or 2-D; got shape {y.shape}.")
     check_consistent_length(np.empty(n_images), y)
-    trained, weights = _trained_and_weights(weights, n_images)
+    trained = _trained(weights, n_images)
     mean = np.asarray(y[trained].mean(axis=0))
     scale = np.asarray(y[trained].std(axis=0))
     scale = np.where(scale > 0, scale, 1.0)

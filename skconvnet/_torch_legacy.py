@@ -29,7 +29,7 @@ import struct
 
 import numpy as np
 
-from ._fileio import open_regular
+from ._fileio import describe_os_error, open_regular
 from .exceptions import UnsafeFileError
 
 __all__ = ["load_legacy_state_dict", "UnsafeFileError", "MAX_FILE_BYTES"]
@@ -214,7 +214,7 @@ def load_legacy_state_dict(path):
     try:
         handle = open_regular(path)
     except OSError as exc:
-        _refuse(f"cannot read {path!s}: {exc.strerror or exc}.")
+        _refuse(f"cannot read {path!s}: {describe_os_error(exc)}.")
     with handle:
         # read(n) allocates n bytes up front: ask for what the file has, not the cap.
         size = os.fstat(handle.fileno()).st_size

@@ -183,7 +183,7 @@ def run_phases(network, phases, inputs, train, validation, *, loss, metrics, n_i
 
     Parameters
     ----------
-    network : ClassifierNetwork
+    network : FineTunedNetwork
     phases : list of Phase
         Phases with 0 epochs are skipped.
     inputs : FullNetworkInputs or CachedBottomInputs

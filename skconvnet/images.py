@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ._fileio import NotRegularFileError, open_regular
+from ._fileio import describe_os_error, open_regular
 from .exceptions import ImageReadError
 
 __all__ = [
@@ -129,17 +129,6 @@ def read_image(path, size=None, *, background=(255, 255, 255)):
         if os.fstat(handle.fileno()).st_size == 0:
             raise ImageReadError(path, "the file is empty (0 bytes)")
         return _decode(path, handle, size, background)
-
-
-def describe_os_error(exc):
-    """Why a file could not be opened, in a few words: "permission denied", ..."""
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, NotRegularFileError):
-        return exc.strerror
-    return f"the file cannot be read ({exc.strerror or exc})"
 
 
 def _decode(path, handle, size, background):

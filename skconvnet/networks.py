@@ -26,9 +26,9 @@ from .registry import BaseSpec, get_base_spec
 from .weights import load_weights_file
 
 __all__ = [
-    "ClassifierNetwork",
+    "FineTunedNetwork",
     "build_base",
-    "build_classifier_network",
+    "build_finetuned_network",
     "build_feature_network",
     "cut_base",
     "layer_index",
@@ -282,7 +282,7 @@ def set_trainable_from(base, start):
 
 
 # --------------------------------------------------------------------------
-# The classifier's network
+# The fine-tuned estimators' network
 # --------------------------------------------------------------------------
 def apply_layers(layers, x):
     """``x`` through ``layers`` in turn."""
@@ -292,8 +292,8 @@ def apply_layers(layers, x):
 
 
 @dataclass
-class ClassifierNetwork:
-    """The fine-tuned classifier's network and the parts training routes through.
+class FineTunedNetwork:
+    """A fine-tuned estimator's network and the parts training routes through.
 
     Attributes
     ----------
@@ -351,10 +351,10 @@ def _head_layers(pooling, feature_ndim, head_units, dropout, n_outputs, activati
     return layers
 
 
-def build_classifier_network(spec, base_model, *, weights, size, seed, layer, unfreeze, pooling,
-                             head_units, dropout, n_outputs, activation, augment_settings,
-                             precision, caller):
-    """A fine-tuned network (see :class:`ClassifierNetwork`), under ``precision``'s policy.
+def build_finetuned_network(spec, base_model, *, weights, size, seed, layer, unfreeze, pooling,
+                            head_units, dropout, n_outputs, activation, augment_settings,
+                            precision, caller):
+    """A fine-tuned network (see :class:`FineTunedNetwork`), under ``precision``'s policy.
 
     ``activation`` is the output layer's: "sigmoid", "softmax" or "linear".
     """
@@ -377,8 +377,8 @@ def build_classifier_network(spec, base_model, *, weights, size, seed, layer, un
             x = bottom(x, training=False)
             if augmentation is None:
                 frozen = keras.Model(inputs, x, name="frozen")
-        network = ClassifierNetwork(model=None, base=base, start=start, frozen=frozen, top=top,
-                                    head_layers=head_layers)
+        network = FineTunedNetwork(model=None, base=base, start=start, frozen=frozen, top=top,
+                                   head_layers=head_layers)
         network.model = keras.Model(inputs, network.top_and_head(x), name="finetuned")
         if seed is not None:
             reinitialize(head_layers, seed)
