@@ -8,6 +8,7 @@ from .exceptions import (
     UnsafeModelFileError,
     WeightsUnavailableError,
 )
+from .exporting import export
 from .extraction import ConvFeatureExtractor
 from .finetune import FineTunedConvClassifier
 from .images import load_image_folder
@@ -29,6 +30,7 @@ __all__ = [
     "UnsafeModelFileError",
     "WeightsUnavailableError",
     "clear_memory_cache",
+    "export",
     "get_base_spec",
     "inspect_base",
     "list_bases",

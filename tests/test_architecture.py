@@ -59,7 +59,7 @@ LAYERS = [
     ["_base"],
     ["_finetune_base"],
     ["extraction", "finetune", "regression"],
-    ["saving", "inspection", "plotting", "testing", "datasets", "scaling"],
+    ["saving", "exporting", "inspection", "plotting", "testing", "datasets", "scaling"],
     ["demo"],
     ["cli"],
     ["__main__", "__init__"],
@@ -255,8 +255,8 @@ def test_set_params_after_fit_never_files_features_under_another_key(tmp_path, i
 # --- the documentation agrees with the code --------------------------------------------------
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PUBLIC_MODULES = ["skconvnet", "skconvnet.datasets", "skconvnet.exceptions", "skconvnet.scaling",
-                  "skconvnet.testing"]
+PUBLIC_MODULES = ["skconvnet", "skconvnet.datasets", "skconvnet.exceptions", "skconvnet.exporting",
+                  "skconvnet.scaling", "skconvnet.testing"]
 
 
 @pytest.mark.skipif(not DOCS.is_dir(), reason="needs the repository's docs/ folder")

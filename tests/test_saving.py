@@ -2,6 +2,7 @@
 
 from functools import partial
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -117,6 +118,39 @@ def test_loading_in_a_new_process(saved_classifier, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), clf.predict_proba(X), rtol=1e-6)
+
+
+OTHER_BACKEND = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+
+
+@pytest.mark.skipif(importlib.util.find_spec(OTHER_BACKEND) is None,
+                    reason=f"needs {OTHER_BACKEND} (the jax extra) for the other backend")
+def test_a_file_saved_on_one_backend_predicts_the_same_on_another(tmp_path):
+    """Saved under this process's backend (TensorFlow in CI), loaded under JAX (or back)."""
+    X, y = make_shapes(24)
+    fitted = {
+        "extractor": (tiny_extractor().fit(X), "transform"),
+        "classifier": (testing.tiny_classifier(unfreeze=1).fit(X, y), "predict_proba"),
+        "regressor": (testing.tiny_regressor(unfreeze=1).fit(X, y * 2.0 + 1), "predict"),
+    }
+    np.save(tmp_path / "X.npy", X)
+    for name, (estimator, method) in fitted.items():
+        save(estimator, tmp_path / f"{name}.skconvnet")
+        np.save(tmp_path / f"{name}-expected.npy", getattr(estimator, method)(X))
+    code = (
+        "import sys, keras, numpy as np, skconvnet, skconvnet.testing\n"
+        f"assert keras.backend.backend() == {OTHER_BACKEND!r}\n"
+        f"X = np.load({str(tmp_path / 'X.npy')!r})\n"
+        f"for name, method in {[(n, m) for n, (_, m) in fitted.items()]!r}:\n"
+        f"    estimator = skconvnet.load({str(tmp_path)!r} + f'/{{name}}.skconvnet')\n"
+        f"    np.save({str(tmp_path)!r} + f'/{{name}}-loaded.npy', getattr(estimator, method)(X))\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=OTHER_BACKEND)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=600)
+    for name in fitted:
+        np.testing.assert_allclose(np.load(tmp_path / f"{name}-loaded.npy"),
+                                   np.load(tmp_path / f"{name}-expected.npy"), atol=1e-4,
+                                   err_msg=name)
 
 
 def test_the_file_holds_json_and_a_keras_model_only(saved_classifier):
