@@ -1,6 +1,7 @@
 """skconvnet: transfer learning with pretrained Keras convnets, the scikit-learn way."""
 
 from . import catalogue  # noqa: F401  (registers the bases the package ships)
+from ._engine import clear_session, set_network_pool_size
 from .caching import clear_memory_cache
 from .exceptions import (
     ImageReadError,
@@ -30,6 +31,7 @@ __all__ = [
     "UnsafeModelFileError",
     "WeightsUnavailableError",
     "clear_memory_cache",
+    "clear_session",
     "export",
     "get_base_spec",
     "inspect_base",
@@ -40,4 +42,5 @@ __all__ = [
     "plot_history",
     "register_base",
     "save",
+    "set_network_pool_size",
 ]

@@ -335,7 +335,7 @@ class ConvEstimator(BaseEstimator):
         check_is_fitted(self, self._fitted_attribute)
         network = self.__dict__.get("_network")
         if network is None:
-            saved = self.__dict__.pop("_network_weights", None)
+            saved = self.__dict__.get("_network_weights")
             resolved = self._resolved
             if saved is not None:  # trained weights replace the initial ones: build none
                 resolved = replace(resolved, weights=None)
@@ -385,7 +385,7 @@ class ConvEstimator(BaseEstimator):
         state = dict(super().__getstate__())  # object's own is self.__dict__, not a copy
         fitted = "_resolved" in state
         for private in ("_network", "_network_key", "_network_weights", "_resolved",
-                        "_predictor"):
+                        "_weights_token"):
             state.pop(private, None)  # live Keras objects never travel
         if fitted:
             state["_network_state"] = self._get_network_state()

@@ -11,23 +11,26 @@ predictions.
 from __future__ import annotations
 
 import numbers
+from dataclasses import replace
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ._base import SHARED_CONSTRAINTS, SHARED_PARAMETER_DOCS, ConvEstimator
-from ._runtime import distribution_scope, predict_source, seeded
+from ._engine import NETWORK_POOL
+from ._runtime import distribution_scope, predict_source, reinitialize, seeded
 from ._training import (
     CachedBottomInputs,
     FullNetworkInputs,
     Phase,
     TrainingBatches,
+    predict_through_cache,
     run_phases,
 )
 from ._validation import HasMethods, InstanceOf, Interval, Options
 from .augmentation import check_augment
 from .exceptions import InvalidParameterError
-from .networks import build_finetuned_network
+from .networks import build_finetuned_network, set_trainable_from
 
 __all__ = ["FINETUNE_CONSTRAINTS", "FINETUNE_PARAMETER_DOCS", "FineTunedConvEstimator"]
 
@@ -125,21 +128,32 @@ class FineTunedConvEstimator(ConvEstimator):
         resolved = self._resolve()
         source = self._source(X, resolved)
         targets = self._encode_targets(y, len(source), sample_weight)
-        with seeded(resolved.seed), distribution_scope(self.distribution):
-            network = self._build_network(resolved, targets.n_outputs, targets.activation)
+        signature = self._network_signature(resolved, targets.n_outputs, targets.activation)
+        with seeded(resolved.seed), distribution_scope(self.distribution), NETWORK_POOL.lease(
+                signature, lambda: self._build_network(resolved, targets.n_outputs,
+                                                       targets.activation),
+                self._network_model) as pooled:
+            self._start_from_initial_weights(pooled, resolved)
+            network = pooled.network
             resolved = self._cache_key_of(resolved, "finetune-bottom", self.layer,
                                           resolved.input_size, resolved.background,
                                           network.start, self.precision)
-            inputs = self._phase_inputs(network, resolved, source)
+            inputs = self._phase_inputs(pooled, resolved, source)
             train, validation = self._batches(source, targets, resolved.seed)
-            history = run_phases(network, self._phases(network), inputs, train, validation,
+            history = run_phases(pooled, self._phases(network), inputs, train, validation,
                                  loss=targets.loss, metrics=targets.metrics,
                                  n_iter_no_change=self.n_iter_no_change, verbose=self.verbose)
+            weights, token = pooled.model.get_weights(), object()
+            pooled.owner = token
         # Fit into locals, swap at the end: an exception or KeyboardInterrupt above
-        # leaves a previously fitted estimator exactly as it was.
-        self._network, self._resolved = network, resolved
-        self._predictor = getattr(inputs, "predictor", None)
-        self.__dict__.pop("_network_weights", None)
+        # leaves a previously fitted estimator exactly as it was. The estimator keeps its
+        # weights; the network goes back to the pool for the next fit (unless it cannot
+        # be pooled: then the estimator keeps it).
+        self._resolved, self._network_weights, self._weights_token = resolved, weights, token
+        if signature is None:
+            self._network = network
+        else:
+            self.__dict__.pop("_network", None)
         self._set_target_attributes(targets)
         self.n_outputs_, self.out_activation_ = targets.n_outputs, targets.activation
         self.history_ = history
@@ -162,8 +176,10 @@ class FineTunedConvEstimator(ConvEstimator):
         return resolved
 
     def _build_network(self, resolved, n_outputs=None, activation=None):
-        if n_outputs is None:  # rebuilding a fitted estimator
-            n_outputs, activation = self.n_outputs_, self.out_activation_
+        if n_outputs is None:  # rebuilding a fitted estimator: as training left it
+            network = self._build_network(resolved, self.n_outputs_, self.out_activation_)
+            set_trainable_from(network.base, network.start)
+            return network
         return build_finetuned_network(
             resolved.spec, self.base, weights=resolved.weights, size=resolved.input_size,
             seed=resolved.seed, layer=self.layer, unfreeze=self.unfreeze, pooling=self.pooling,
@@ -175,15 +191,43 @@ class FineTunedConvEstimator(ConvEstimator):
     def _network_model(self, network):
         return network.model
 
+    def _network_signature(self, resolved, n_outputs, activation):
+        """What makes two fits' networks interchangeable (see :mod:`skconvnet._engine`);
+        None where the network cannot be shared: a user's keras.Model base, weights
+        without an identity, a distribution strategy."""
+        if (resolved.spec is None or resolved.weights_identity is None
+                or self.distribution is not None):
+            return None
+        augment = check_augment(type(self).__name__, self.augment)
+        return (type(self).__name__, resolved.spec.name, resolved.weights_identity,
+                repr(self.layer), repr(self.unfreeze), self.pooling, self.head_units,
+                float(self.dropout), n_outputs, activation,
+                repr(sorted(augment.items())) if augment else None, resolved.input_size,
+                self.precision, resolved.seed)
+
+    def _start_from_initial_weights(self, pooled, resolved):
+        """A leased network as a fresh build would be: its initial variables, and without
+        a seed, head weights (and random base weights) drawn anew."""
+        pooled.restore_initial()
+        if resolved.seed is None:
+            seed = int(np.random.randint(2**31 - 1))
+            network = pooled.network
+            reinitialize(network.head_layers, seed)
+            if resolved.spec is not None and resolved.weights is None:
+                reinitialize(network.base.layers, seed)
+
     def _keeps_weights(self):
         return True  # trained weights never come back from a source
 
-    def _phase_inputs(self, network, resolved, source):
+    def _uses_cache(self, network, resolved):
+        return self.cache is not None and network.frozen is not None and bool(resolved.cache_key)
+
+    def _phase_inputs(self, pooled, resolved, source):
         """Train on the cached frozen bottom's outputs where the cache allows, else on images."""
-        if self.cache is not None and network.frozen is not None and resolved.cache_key:
-            return CachedBottomInputs(network, resolved.cache_key, self.cache, source,
+        if self._uses_cache(pooled.network, resolved):
+            return CachedBottomInputs(pooled, resolved.cache_key, self.cache, source,
                                       self.batch_size, self.verbose)
-        return FullNetworkInputs(network, source)
+        return FullNetworkInputs(pooled.network, source)
 
     def _batches(self, source, targets, seed):
         """Training batches of the images with weight > 0 and, with ``validation_fraction``,
@@ -230,15 +274,46 @@ class FineTunedConvEstimator(ConvEstimator):
         return self._network.base
 
     def _scores(self, X):
-        """The network's raw outputs for ``X``, float64 ``(n_images, n_outputs_)``."""
+        """The network's raw outputs for ``X``, float64 ``(n_images, n_outputs_)``.
+
+        Through a pooled network of the same signature (loaded with this estimator's
+        weights unless it still holds them), and through the frozen-layer cache where
+        the estimator has one; through the estimator's own network once it has one
+        (after ``model_`` was used, or where networks cannot be pooled).
+        """
         source = self._fitted_source(X)
-        model = self.model_
-        predictor = self.__dict__.get("_predictor")
-        if predictor is not None and predictor.cache == self.cache:
-            scores = predictor.predict(source, self.batch_size)
+        resolved = self._resolved
+        signature = self._network_signature(resolved, self.n_outputs_, self.out_activation_)
+        if signature is None or "_network" in self.__dict__ or \
+                "_network_weights" not in self.__dict__:
+            scores = predict_source(self.model_, source, self.batch_size)
+            return np.asarray(scores, dtype=np.float64)
+        # A network that trained this signature (idle in the pool, perhaps still holding
+        # these very weights, as after fit in a grid search), else one built for prediction
+        # only: its initial state is not a fit's, so it is pooled apart.
+        with NETWORK_POOL.lease(signature) as pooled:
+            if pooled is not None:
+                return self._scores_with(pooled, source)
+        with NETWORK_POOL.lease(("predict",) + signature, lambda: self._rebuild(resolved),
+                                self._network_model, snapshot=False) as pooled:
+            return self._scores_with(pooled, source)
+
+    def _scores_with(self, pooled, source):
+        token = self.__dict__.setdefault("_weights_token", object())
+        if pooled.owner is not token:
+            pooled.model.set_weights(self._network_weights)
+            pooled.owner = token
+        resolved = self._resolved
+        if self._uses_cache(pooled.network, resolved):
+            scores = predict_through_cache(pooled, resolved.cache_key, self.cache, source,
+                                           self.batch_size)
         else:
-            scores = predict_source(model, source, self.batch_size)
+            scores = predict_source(pooled.model, source, self.batch_size)
         return np.asarray(scores, dtype=np.float64)
+
+    def _rebuild(self, resolved):
+        with seeded(resolved.seed):
+            return self._build_network(replace(resolved, weights=None))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

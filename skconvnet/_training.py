@@ -11,7 +11,9 @@ trains on depends on the route:
   warm-up (whole base frozen) trains the head alone on the base's outputs.
 
 Both draw batches from the same :class:`TrainingBatches`, so the two routes see
-the same batches in the same order.
+the same batches in the same order. The models each phase trains come from the leased
+:class:`~skconvnet._engine.PooledNetwork`, compiled and traced once per signature and
+reused by every later fit of that signature.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from ._engine import Trainer
 from ._runtime import call_on_arrays
 from .caching import cached_predict
 from .networks import set_trainable_from
@@ -29,10 +32,10 @@ from .networks import set_trainable_from
 __all__ = [
     "ArraySource",
     "CachedBottomInputs",
-    "CachedTopPredictor",
     "FullNetworkInputs",
     "Phase",
     "TrainingBatches",
+    "predict_through_cache",
     "run_phases",
 ]
 
@@ -113,6 +116,12 @@ def model_on_arrays(arrays, apply, name):
     return keras.Model(inputs, apply(inputs), name=name)
 
 
+def _whole_model(network):
+    # Each phase trains its own Model object over the same layers, so each keeps the
+    # traced step of its own trainable set.
+    return keras.Model(network.model.inputs, network.model.outputs, name="finetuned")
+
+
 class FullNetworkInputs:
     """Every phase trains the whole network on the images."""
 
@@ -120,43 +129,45 @@ class FullNetworkInputs:
         self.network, self.source = network, source
 
     def for_phase(self, phase):
-        return self.network.model, self.source
+        """``(kind, make_model, data)``: what the phase trains, on what."""
+        return ("full", phase.trains_from), lambda: _whole_model(self.network), self.source
 
 
 class CachedBottomInputs:
     """Phases train on the frozen bottom's outputs, computed once per image via the cache."""
 
-    def __init__(self, network, key, cache, source, batch_size, verbose):
-        self.network, self.batch_size = network, batch_size
-        self.bottom_outputs = ArraySource(cached_predict(network.frozen, key, source, batch_size,
-                                                         cache, verbose=verbose))
-        self.top_model = model_on_arrays(self.bottom_outputs, network.top_and_head,
-                                         "finetuned_top")
-        self.predictor = CachedTopPredictor(network.frozen, key, cache, self.top_model)
+    def __init__(self, pooled, key, cache, source, batch_size, verbose):
+        self.pooled, self.network, self.batch_size = pooled, pooled.network, batch_size
+        self.bottom_outputs = ArraySource(cached_predict(self.network.frozen, key, source,
+                                                         batch_size, cache, verbose=verbose))
 
     def for_phase(self, phase):
-        if phase.trains_from is None and self.network.top is not None:
+        """``(kind, make_model, data)``: what the phase trains, on what."""
+        network = self.network
+        if phase.trains_from is None and network.top is not None:
             # The whole base is frozen, so the head's inputs are fixed too: run the top
             # once and train the head alone on its outputs.
-            data = ArraySource([call_on_arrays(self.network.top, self.bottom_outputs.arrays,
+            top = self.pooled.model_for("top", lambda: model_on_arrays(
+                self.bottom_outputs, network.top, "top"))
+            data = ArraySource([call_on_arrays(top, self.bottom_outputs.arrays,
                                                self.batch_size)])
-            return model_on_arrays(data, self.network.head, "head"), data
-        return self.top_model, self.bottom_outputs
+            return ("cached-head",), lambda: model_on_arrays(data, network.head, "head"), data
+        return (("cached-top", phase.trains_from),
+                lambda: top_and_head_model(self.pooled, self.bottom_outputs),
+                self.bottom_outputs)
 
 
-@dataclass
-class CachedTopPredictor:
-    """Predicts through the cache: the frozen bottom's outputs of images seen before (in
-    another fold, say) come from it, and only the trained top and head run."""
+def top_and_head_model(pooled, bottom_outputs):
+    """The pooled network's ``bottom outputs -> top -> head`` model (built once, kept)."""
+    return pooled.model_for("top-and-head", lambda: model_on_arrays(
+        bottom_outputs, pooled.network.top_and_head, "finetuned_top"))
 
-    frozen: keras.Model
-    key: str
-    cache: object
-    top_model: keras.Model
 
-    def predict(self, source, batch_size):
-        arrays = cached_predict(self.frozen, self.key, source, batch_size, self.cache)
-        return call_on_arrays(self.top_model, arrays, batch_size)
+def predict_through_cache(pooled, key, cache, source, batch_size):
+    """Predict with the frozen bottom's outputs from the cache (images seen before, in
+    another fold, say, are not run again); only the trained top and head run."""
+    arrays = ArraySource(cached_predict(pooled.network.frozen, key, source, batch_size, cache))
+    return call_on_arrays(top_and_head_model(pooled, arrays), arrays.arrays, batch_size)
 
 
 def _describe(phase, network):
@@ -177,13 +188,14 @@ def _metric(name):
     return name
 
 
-def run_phases(network, phases, inputs, train, validation, *, loss, metrics, n_iter_no_change,
+def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_iter_no_change,
                verbose):
-    """Train ``network`` phase by phase; return the history, one record per epoch.
+    """Train the leased network phase by phase; return the history, one record per epoch.
 
     Parameters
     ----------
-    network : FineTunedNetwork
+    pooled : PooledNetwork
+        The network (its weights as the fit starts) and the trainers it keeps.
     phases : list of Phase
         Phases with 0 epochs are skipped.
     inputs : FullNetworkInputs or CachedBottomInputs
@@ -201,19 +213,24 @@ def run_phases(network, phases, inputs, train, validation, *, loss, metrics, n_i
     history : list of dict
         ``phase``, ``epoch`` (counting across phases) and Keras' metrics.
     """
-    history = []
+    network, history = pooled.network, []
     for phase in phases:
         if phase.epochs == 0:
             continue
         set_trainable_from(network.base, phase.trains_from)
-        trained, data = inputs.for_phase(phase)
+        kind, make_model, data = inputs.for_phase(phase)
         for batches in (train, validation):
             if batches is not None:
                 batches.source = data
         if verbose:
             print(_describe(phase, network), flush=True)
-        trained.compile(optimizer=keras.optimizers.RMSprop(phase.learning_rate), loss=loss,
-                        metrics=[_metric(name) for name in metrics])
+        # The traced steps are specific to the batches' structure: targets' shape and
+        # dtype, weights or none (TensorFlow would retrace, and relax shapes, otherwise).
+        batch_structure = (train.targets.shape[1:], train.targets.dtype.str,
+                           train.weights is None, validation is None)
+        trainer = pooled.trainer((kind, loss, tuple(metrics), batch_structure), lambda: Trainer(
+            make_model(), keras.optimizers.RMSprop, loss, [_metric(name) for name in metrics]))
+        trained = trainer.ready(phase.learning_rate)
         callbacks = []
         if validation is not None and n_iter_no_change:
             callbacks.append(keras.callbacks.EarlyStopping(

@@ -50,7 +50,7 @@ PACKAGE = Path(skconvnet.__file__).parent
 LAYERS = [
     ["exceptions"],
     ["_fileio", "_validation"],
-    ["images", "layers", "_runtime"],
+    ["images", "layers", "_runtime", "_engine"],
     ["registry", "augmentation"],
     ["_torch_legacy", "weights"],
     ["efficientnet_lite"],

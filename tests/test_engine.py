@@ -1,0 +1,143 @@
+"""The engine: one built network per signature, reused across fits (skconvnet._engine).
+
+A reused network must start every fit exactly where a freshly built one would, never be
+trained by two threads at once, trace its steps once, and keep memory bounded.
+"""
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+import skconvnet
+from skconvnet._engine import NETWORK_POOL
+from skconvnet.testing import make_shapes, tiny_classifier, tiny_regressor
+
+
+@pytest.fixture
+def shapes():
+    return make_shapes(32, size=16)
+
+
+@pytest.fixture
+def fresh_pool():
+    """An empty pool of the default size, emptied again afterwards."""
+    previous = skconvnet.set_network_pool_size(4)
+    skconvnet.clear_session()
+    NETWORK_POOL.built = 0
+    yield NETWORK_POOL
+    skconvnet.clear_session()
+    skconvnet.set_network_pool_size(previous)
+
+
+def fresh_build(estimator, X, y):
+    """The estimator fitted on a network built for it alone (the pool keeps none)."""
+    previous = skconvnet.set_network_pool_size(0)
+    try:
+        return estimator.fit(X, y)
+    finally:
+        skconvnet.set_network_pool_size(previous)
+
+
+@pytest.mark.parametrize("params", [
+    dict(unfreeze=1),
+    dict(unfreeze=1, augment="standard"),  # random layers: their seed states are reset too
+    dict(unfreeze=1, cache="memory"),
+    dict(unfreeze=0, validation_fraction=0.25, n_iter_no_change=1),
+], ids=["plain", "augment", "cache", "early-stopping"])
+def test_a_reused_network_gives_what_a_fresh_build_gives(fresh_pool, shapes, params):
+    X, y = shapes
+    expected = fresh_build(tiny_classifier(**params), X, y).predict_proba(X)
+    first = tiny_classifier(**params).fit(X, y)
+    built = fresh_pool.built
+    second = tiny_classifier(**params).fit(X, y)  # leases the network the first one trained
+    assert fresh_pool.built == built
+    np.testing.assert_array_equal(second.predict_proba(X), expected)
+    np.testing.assert_array_equal(first.predict_proba(X), expected)  # its own weights back
+
+
+def test_fits_of_other_rates_reuse_the_traced_steps(fresh_pool, shapes):
+    X, y = shapes
+    tiny_classifier(unfreeze=1, learning_rate=1e-3).fit(X, y)
+    (pooled,) = fresh_pool._idle.values()
+    steps = {key: trainer.model.train_function for key, trainer in pooled.trainers.items()
+             if hasattr(trainer, "model")}
+    slow = tiny_classifier(unfreeze=1, learning_rate=1e-5).fit(X, y)
+    assert len(fresh_pool._idle) == 1
+    for key, step in steps.items():
+        assert pooled.trainers[key].model.train_function is step  # not traced again
+    # and the new rate was used: a fresh build at 1e-5 agrees
+    np.testing.assert_array_equal(
+        slow.predict_proba(X),
+        fresh_build(tiny_classifier(unfreeze=1, learning_rate=1e-5), X, y).predict_proba(X))
+
+
+def test_other_signatures_get_their_own_networks(fresh_pool, shapes):
+    X, y = shapes
+    for unfreeze in (0, 1, 2):
+        tiny_classifier(unfreeze=unfreeze).fit(X, y)
+    tiny_regressor().fit(X, y * 1.0)
+    assert fresh_pool.built == 4 and len(fresh_pool._idle) == 4
+
+
+def test_the_pool_has_a_ceiling(fresh_pool, shapes):
+    X, y = shapes
+    skconvnet.set_network_pool_size(2)
+    for head_units in (4, 8, 12):
+        tiny_classifier(head_units=head_units).fit(X, y)
+    assert len(fresh_pool._idle) == 2
+    skconvnet.clear_session()
+    assert len(fresh_pool._idle) == 0
+
+
+def test_fitted_estimators_survive_clear_session_and_reuse_by_others(fresh_pool, shapes):
+    X, y = shapes
+    first = tiny_classifier(unfreeze=1).fit(X, y)
+    expected = first.predict_proba(X)
+    tiny_classifier(unfreeze=1, learning_rate=1e-1).fit(X, y)  # retrains the same network
+    np.testing.assert_array_equal(first.predict_proba(X), expected)
+    skconvnet.clear_session()
+    np.testing.assert_array_equal(first.predict_proba(X), expected)
+
+
+def test_threads_never_share_a_network(fresh_pool, shapes):
+    X, y = shapes
+    expected = fresh_build(tiny_classifier(unfreeze=1), X, y).predict_proba(X)
+    results, errors = [None] * 3, []
+
+    def fit(i):
+        try:
+            results[i] = tiny_classifier(unfreeze=1).fit(X, y).predict_proba(X)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fit, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for result in results:
+        np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_a_grid_search_prints_no_retracing_warning(fresh_pool, shapes, capfd, caplog):
+    X, y = shapes
+    search = GridSearchCV(tiny_classifier(warmup_epochs=1, epochs=1),
+                          {"unfreeze": [0, 1], "learning_rate": [1e-3, 1e-4]},
+                          cv=StratifiedKFold(3, shuffle=True, random_state=0))
+    with caplog.at_level(logging.WARNING):
+        search.fit(X, y)  # 12 fits and the refit
+    captured = capfd.readouterr()
+    logged = caplog.text + captured.out + captured.err
+    assert "retracing" not in logged
+    assert fresh_pool.built == 2  # one network per unfreeze value
+
+
+def test_the_pool_size_is_validated():
+    with pytest.raises(ValueError, match="n_networks must be an int >= 0; got -1"):
+        skconvnet.set_network_pool_size(-1)
+    with pytest.raises(ValueError, match="got 'many'"):
+        skconvnet.set_network_pool_size("many")
