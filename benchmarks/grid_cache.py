@@ -4,6 +4,10 @@ Same data, same folds, same seeds; prints wall time, best parameters, and the me
 score and mean fit time of every grid point for each run. First it prints the compute
 bound: how much of the grid's arithmetic (multiply-adds of the conv and dense layers) the
 cache can save at all, given that the unfrozen top still trains forward and backward.
+Then, per fit, where its time went: the train and validation batches (the arithmetic;
+the first batch of a phase also holds the tracing of its step, when the step is new), and
+everything outside them (building, compiling, Python, data). Networks are reused across
+fits of a signature (skconvnet._engine), so only the first fit of each builds and traces.
 Usage: python benchmarks/grid_cache.py [--base efficientnet_lite0] [--weights imagenet]
        [--size 96] [--n 150] [--caches none memory folder]
 """
@@ -18,7 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from sklearn.model_selection import GridSearchCV, StratifiedKFold  # noqa: E402
 
+import keras  # noqa: E402
+
+import skconvnet  # noqa: E402
 from skconvnet import FineTunedConvClassifier  # noqa: E402
+from skconvnet._engine import NETWORK_POOL  # noqa: E402
 from skconvnet.caching import clear_memory_cache  # noqa: E402
 from skconvnet.datasets import fetch_food_photos  # noqa: E402
 from skconvnet.networks import build_base, weighted_layers  # noqa: E402
@@ -64,6 +72,71 @@ def compute_bound(base_name, size, unfreeze_values, warmup_epochs, epochs):
     return full, rows
 
 
+class BatchTimer(keras.callbacks.Callback):
+    """Seconds spent in train and validation batches; the first batch of each fit apart."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def _begin(self, batch, logs=None):
+        self.tick = time.perf_counter()
+
+    def _end(self, batch, logs=None):
+        seconds = time.perf_counter() - self.tick
+        self.record["batches"].append(seconds)
+
+    on_train_batch_begin = on_test_batch_begin = _begin
+    on_train_batch_end = on_test_batch_end = _end
+
+    def on_train_begin(self, logs=None):
+        self.record["phase_starts"].append(len(self.record["batches"]))
+
+
+class FitProfile:
+    """Wraps keras.Model.fit and FineTunedConvClassifier.fit to time every fit's parts."""
+
+    def __init__(self):
+        self.fits, self.current = [], None
+
+    def __enter__(self):
+        self.model_fit, self.estimator_fit = keras.Model.fit, FineTunedConvClassifier.fit
+        profile = self
+
+        def model_fit(model, *args, callbacks=None, **kwargs):
+            callbacks = list(callbacks or []) + [BatchTimer(profile.current)]
+            return profile.model_fit(model, *args, callbacks=callbacks, **kwargs)
+
+        def estimator_fit(estimator, *args, **kwargs):
+            built = NETWORK_POOL.built
+            profile.current = {"batches": [], "phase_starts": []}
+            start = time.perf_counter()
+            try:
+                return profile.estimator_fit(estimator, *args, **kwargs)
+            finally:
+                record = profile.current
+                record["wall"] = time.perf_counter() - start
+                record["built"] = NETWORK_POOL.built - built
+                record["params"] = (estimator.unfreeze, estimator.learning_rate)
+                profile.fits.append(record)
+
+        keras.Model.fit, FineTunedConvClassifier.fit = model_fit, estimator_fit
+        return self
+
+    def __exit__(self, *exc):
+        keras.Model.fit, FineTunedConvClassifier.fit = self.model_fit, self.estimator_fit
+
+    def rows(self):
+        """(fit, unfreeze, rate, built, wall, batches, outside, first-batch excess)."""
+        for i, record in enumerate(self.fits):
+            batches = record["batches"]
+            firsts = [batches[j] for j in record["phase_starts"] if j < len(batches)]
+            typical = float(np.median(batches)) if batches else 0.0
+            excess = sum(max(0.0, b - typical) for b in firsts)
+            yield (i + 1, *record["params"], record["built"], record["wall"], sum(batches),
+                   record["wall"] - sum(batches), excess)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", default="efficientnet_lite0")
@@ -99,9 +172,10 @@ def main():
           "(arithmetic only, fixed costs per fit left out).")
     if args.bound_only:
         return
-    results = {}
+    results, profiles = {}, {}
     for cache in [None if c == "none" else c for c in args.caches]:
         clear_memory_cache()
+        skconvnet.clear_session()
         folder = tempfile.mkdtemp(prefix="skconvnet-cache-") if cache == "folder" else None
         clf = FineTunedConvClassifier(
             args.base, weights=args.weights, input_size=args.size, head_units=64,
@@ -109,8 +183,10 @@ def main():
             warmup_learning_rate=1e-3, batch_size=32, random_state=0,
             cache=folder if cache == "folder" else cache)
         start = time.perf_counter()
-        search = GridSearchCV(clf, grid, cv=cv).fit(paths, labels)
+        with FitProfile() as profile:
+            search = GridSearchCV(clf, grid, cv=cv).fit(paths, labels)
         results[cache] = (time.perf_counter() - start, search)
+        profiles[cache] = list(profile.rows())
     base_time = next(iter(results.values()))[0]
     print("\n| cache | wall time (s) | speed-up | best params | best mean CV score |")
     print("|---|---|---|---|---|")
@@ -128,6 +204,22 @@ def main():
     for i, params in enumerate(first["params"]):
         times = [f"{r[1].cv_results_['mean_fit_time'][i]:.1f}" for r in results.values()]
         print(f"| {params} | " + " | ".join(times) + " |")
+    for cache, rows in profiles.items():
+        print(f"\nWhere each fit's time went, cache={cache} (s; 'outside' = wall - batches, "
+              "'first-batch excess' = the first batches' time above a typical batch, i.e. "
+              "tracing):")
+        print("| fit | unfreeze | learning_rate | networks built | wall | batches | outside | "
+              "first-batch excess |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in rows:
+            print("| {} | {} | {:g} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |".format(*row))
+        firsts = [r for r in rows if r[3]]
+        later = [r for r in rows if not r[3]]
+        if later:
+            print(f"first fit of a signature: {np.mean([r[6] + r[7] for r in firsts]):.2f} s "
+                  f"outside the arithmetic on average ({len(firsts)} fits); later fits: "
+                  f"{np.mean([r[6] + r[7] for r in later]):.2f} s (max "
+                  f"{max(r[6] + r[7] for r in later):.2f} s, {len(later)} fits; target <= 0.5)")
     diffs = [np.abs(r[1].cv_results_["mean_test_score"] - first["mean_test_score"]).max()
              for r in results.values()]
     print(f"\nlargest difference in a mean CV score against cache={args.caches[0]}: "

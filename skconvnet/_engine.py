@@ -57,9 +57,12 @@ class Trainer:
 class PooledNetwork:
     """A built network, the snapshot of its initial variables, and its trainers."""
 
-    def __init__(self, network, model, *, snapshot=True):
+    def __init__(self, network, model, *, snapshot=True, mutable=None):
         self.network, self.model = network, model
-        self.initial = [np.array(v.numpy()) for v in model.variables] if snapshot else None
+        # Only what training can change is snapshotted and restored (the frozen bottom of
+        # a base never changes: restoring it would cost time for nothing).
+        self.mutable = list(model.variables if mutable is None else mutable)
+        self.initial = [np.array(v.numpy()) for v in self.mutable] if snapshot else None
         self.trainers = {}
         self.owner = None  # the token of the fit whose weights it holds
 
@@ -67,7 +70,7 @@ class PooledNetwork:
         """Put every variable back to its value at build time."""
         if self.initial is None:
             raise RuntimeError("This network was built for prediction; it has no initial state.")
-        for variable, value in zip(self.model.variables, self.initial):
+        for variable, value in zip(self.mutable, self.initial):
             variable.assign(value)
         self.owner = None
 
@@ -110,13 +113,14 @@ class NetworkPool:
                 self._idle.popitem(last=False)
 
     @contextmanager
-    def lease(self, signature, build=None, model_of=None, *, snapshot=True):
+    def lease(self, signature, build=None, model_of=None, *, snapshot=True, mutable_of=None):
         """Yield a :class:`PooledNetwork` for ``signature``, taken from the pool or built.
 
         ``build()`` makes the network, ``model_of(network)`` its whole model; with
         ``snapshot`` its initial variables are kept for :meth:`PooledNetwork.restore_initial`.
         ``signature=None`` means not poolable: the network is built and not kept.
         ``build=None`` takes an idle network only, and yields None where there is none.
+        ``mutable_of(network)``: the variables training can change (default: all).
         """
         pooled = self._take(signature) if signature is not None else None
         if pooled is None:
@@ -124,7 +128,8 @@ class NetworkPool:
                 yield None
                 return
             network = build()
-            pooled = PooledNetwork(network, model_of(network), snapshot=snapshot)
+            pooled = PooledNetwork(network, model_of(network), snapshot=snapshot,
+                                   mutable=mutable_of(network) if mutable_of else None)
             self.built += 1
         try:
             yield pooled

@@ -92,6 +92,13 @@ better ``val_loss`` and restore the best weights."""),
 }
 
 
+def _trainable_part(network):
+    """The variables of ``network`` that a fit can change: all but the frozen bottom's."""
+    start = network.start if network.start is not None else len(network.base.layers)
+    constant = {id(v) for layer in network.base.layers[:start] for v in layer.variables}
+    return [v for v in network.model.variables if id(v) not in constant]
+
+
 class FineTunedConvEstimator(ConvEstimator):
     """The base of the fine-tuned estimators (not public).
 
@@ -132,7 +139,7 @@ class FineTunedConvEstimator(ConvEstimator):
         with seeded(resolved.seed), distribution_scope(self.distribution), NETWORK_POOL.lease(
                 signature, lambda: self._build_network(resolved, targets.n_outputs,
                                                        targets.activation),
-                self._network_model) as pooled:
+                self._network_model, mutable_of=_trainable_part) as pooled:
             self._start_from_initial_weights(pooled, resolved)
             network = pooled.network
             resolved = self._cache_key_of(resolved, "finetune-bottom", self.layer,
