@@ -49,6 +49,12 @@ def distribution_scope(distribution):
     if distribution is None:
         return contextlib.nullcontext()
     if distribution == "mirrored":
+        if keras.backend.backend() not in ("tensorflow", "jax"):
+            raise ValueError(
+                "distribution='mirrored' needs the TensorFlow or the JAX backend: Keras' "
+                f"distribution API does not support {keras.backend.backend()!r}. Use "
+                "distribution=None (one device) or run one worker per GPU (see 'Scaling out')."
+            )
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf  # only on that backend: the others need not have it
 

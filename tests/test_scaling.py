@@ -15,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from skconvnet._runtime import distribution_scope
 from skconvnet.testing import make_shapes
 from skconvnet import testing
 from skconvnet import ConvFeatureExtractor, InvalidParameterError
@@ -139,6 +140,8 @@ TWO_DEVICES = textwrap.dedent(
 )
 
 
+@pytest.mark.skipif(keras.backend.backend() not in ("tensorflow", "jax"),
+                    reason="Keras' distribution API supports TensorFlow and JAX only")
 def test_one_fit_over_two_logical_devices_matches_the_single_device_fit(tmp_path):
     script = tmp_path / "two_devices.py"
     script.write_text(TWO_DEVICES)
@@ -158,3 +161,9 @@ def test_bad_distribution():
     with pytest.raises(InvalidParameterError,
                        match=r"'distribution' parameter .* None, 'mirrored' or a .*Got 'tpu'"):
         tiny_classifier(distribution="tpu").fit(X, y)
+
+
+def test_mirrored_on_a_backend_without_keras_distribution_says_so(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(ValueError, match="needs the TensorFlow or the JAX backend.*'torch'"):
+        distribution_scope("mirrored")
