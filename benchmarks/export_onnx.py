@@ -17,17 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-BATCH = 32
-
-
-def best_of(repeats, run):
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - tick)
-    return min(times)
+from throughput import BATCH, best_of  # benchmarks/throughput.py, beside this script
 
 
 def main():

@@ -22,7 +22,7 @@ import numpy as np
 BATCH = 32
 
 
-def _best_of(repeats, run):
+def best_of(repeats, run):
     times = []
     for _ in range(repeats):
         tick = time.perf_counter()
@@ -61,14 +61,14 @@ def throughput_table(paths, repeats):
             for start in range(0, len(arrays), BATCH):
                 model.predict_on_batch(arrays[start:start + BATCH])
 
-        t_predict = _best_of(repeats, bare_predict)
-        t_batches = _best_of(repeats, bare_batches)
+        t_predict = best_of(repeats, bare_predict)
+        t_batches = best_of(repeats, bare_batches)
         t_bare = min(t_predict, t_batches)
         extractor = ConvFeatureExtractor(base, weights=None, input_size=size, random_state=0,
                                          batch_size=BATCH).fit(paths)
         extractor.transform(paths[:BATCH])  # trace once
-        t_files = _best_of(repeats, lambda: extractor.transform(paths))
-        t_arrays = _best_of(repeats, lambda: extractor.transform(arrays))
+        t_files = best_of(repeats, lambda: extractor.transform(paths))
+        t_arrays = best_of(repeats, lambda: extractor.transform(arrays))
         n = len(paths)
         rows.append((f"{base} @{size}", n / t_predict, n / t_batches, n / t_arrays, n / t_files,
                      t_bare / t_files))
@@ -98,7 +98,7 @@ def precision_table(paths, labels, repeats):
                                              precision=precision, random_state=0,
                                              batch_size=BATCH).fit(arrays[:1])
             extractor.transform(arrays[:BATCH])
-            seconds = _best_of(repeats, lambda: extractor.transform(arrays))
+            seconds = best_of(repeats, lambda: extractor.transform(arrays))
             features = extractor.transform(arrays)
             probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
             accuracy = cross_val_score(probe, features, labels, cv=cv).mean()
@@ -135,12 +135,12 @@ def bare_vs_skconvnet_bf16(paths, repeats, base="vgg16", size=150):
         finally:
             keras.config.set_dtype_policy(policy)
         model.predict(arrays[:BATCH], batch_size=BATCH, verbose=0)
-        speeds["bare", precision] = len(arrays) / _best_of(
+        speeds["bare", precision] = len(arrays) / best_of(
             repeats, lambda: model.predict(arrays, batch_size=BATCH, verbose=0))
         extractor = ConvFeatureExtractor(base, weights=None, input_size=size, random_state=0,
                                          batch_size=BATCH, precision=precision).fit(arrays[:1])
         extractor.transform(arrays[:BATCH])
-        speeds["skconvnet", precision] = len(arrays) / _best_of(
+        speeds["skconvnet", precision] = len(arrays) / best_of(
             repeats, lambda: extractor.transform(arrays))
         print(f"  {precision}: bare {speeds['bare', precision]:.1f} img/s, skconvnet "
               f"{speeds['skconvnet', precision]:.1f} img/s", flush=True)
@@ -165,7 +165,7 @@ def gpu_table(n_images, batch_size, peak_tflops):
         extractor = ConvFeatureExtractor("vgg16", weights=None, input_size=224, random_state=0,
                                          batch_size=batch_size, precision=precision)
         extractor.fit(arrays[:1]).transform(arrays[:batch_size])  # trace once
-        seconds = _best_of(2, lambda: extractor.transform(arrays))
+        seconds = best_of(2, lambda: extractor.transform(arrays))
         speed = n_images / seconds
         tflops = speed * VGG16_224_GFLOP / 1000
         rows.append((precision, speed, tflops, tflops / peak_tflops if peak_tflops else None))

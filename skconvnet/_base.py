@@ -335,7 +335,9 @@ class ConvEstimator(BaseEstimator):
         check_is_fitted(self, self._fitted_attribute)
         network = self.__dict__.get("_network")
         if network is None:
-            saved = self.__dict__.get("_network_weights")
+            # Once the estimator has its own network, that network is what predicts and
+            # what is saved: the weights it was built from are not needed twice.
+            saved = self.__dict__.pop("_network_weights", None)
             resolved = self._resolved
             if saved is not None:  # trained weights replace the initial ones: build none
                 resolved = replace(resolved, weights=None)

@@ -152,6 +152,8 @@ class CachedBottomInputs:
             data = ArraySource([call_on_arrays(top, self.bottom_outputs.arrays,
                                                self.batch_size)])
             return ("cached-head",), lambda: model_on_arrays(data, network.head, "head"), data
+        # One phase at most trains this model: the fine-tuning one, or, where the whole
+        # base is the frozen bottom (no top), the warm-up; predictions use it too.
         return (("cached-top", phase.trains_from),
                 lambda: top_and_head_model(self.pooled, self.bottom_outputs),
                 self.bottom_outputs)
