@@ -150,16 +150,19 @@ class FineTunedConvEstimator(ConvEstimator):
             history = run_phases(pooled, self._phases(network), inputs, train, validation,
                                  loss=targets.loss, metrics=targets.metrics,
                                  n_iter_no_change=self.n_iter_no_change, verbose=self.verbose)
-            weights, token = pooled.model.get_weights(), object()
+            token = object()
+            weights = pooled.model.get_weights() if signature is not None else None
             pooled.owner = token
         # Fit into locals, swap at the end: an exception or KeyboardInterrupt above
         # leaves a previously fitted estimator exactly as it was. The estimator keeps its
         # weights; the network goes back to the pool for the next fit (unless it cannot
-        # be pooled: then the estimator keeps it).
-        self._resolved, self._network_weights, self._weights_token = resolved, weights, token
+        # be pooled: then the estimator keeps the network itself).
+        self._resolved, self._weights_token = resolved, token
         if signature is None:
             self._network = network
+            self.__dict__.pop("_network_weights", None)
         else:
+            self._network_weights = weights
             self.__dict__.pop("_network", None)
         self._set_target_attributes(targets)
         self.n_outputs_, self.out_activation_ = targets.n_outputs, targets.activation
