@@ -55,7 +55,8 @@ class Trainer:
 
 
 class PooledNetwork:
-    """A built network, the snapshot of its initial variables, and its trainers."""
+    """A built network, the snapshot of its initial variables, and what is kept with it
+    (each phase's :class:`Trainer`, models over its layers)."""
 
     def __init__(self, network, model, *, snapshot=True, mutable=None):
         self.network, self.model = network, model
@@ -63,7 +64,7 @@ class PooledNetwork:
         # a base never changes: restoring it would cost time for nothing).
         self.mutable = list(model.variables if mutable is None else mutable)
         self.initial = [np.array(v.numpy()) for v in self.mutable] if snapshot else None
-        self.trainers = {}
+        self.kept = {}
         self.owner = None  # the token of the fit whose weights it holds
 
     def restore_initial(self):
@@ -74,18 +75,11 @@ class PooledNetwork:
             variable.assign(value)
         self.owner = None
 
-    def trainer(self, key, make_trainer):
-        """The :class:`Trainer` for ``key`` (a phase's inputs, loss, metrics), made once."""
-        if key not in self.trainers:
-            self.trainers[key] = make_trainer()
-        return self.trainers[key]
-
-    def model_for(self, kind, make_model):
-        """A model (for prediction) of ``kind``, built on first use and kept."""
-        key = ("model", kind)
-        if key not in self.trainers:
-            self.trainers[key] = make_model()
-        return self.trainers[key]
+    def keep(self, key, make):
+        """What is kept under ``key``, made by ``make()`` on first use."""
+        if key not in self.kept:
+            self.kept[key] = make()
+        return self.kept[key]
 
 
 class NetworkPool:
@@ -109,8 +103,19 @@ class NetworkPool:
         with self._lock:
             self._serial += 1
             self._idle[(signature, self._serial)] = pooled
-            while len(self._idle) > self.max_idle:
-                self._idle.popitem(last=False)
+            self._evict()
+
+    def _evict(self):
+        """Drop the least recently used idle networks beyond ``max_idle`` (lock held)."""
+        while len(self._idle) > self.max_idle:
+            self._idle.popitem(last=False)
+
+    def resize(self, max_idle):
+        """Keep at most ``max_idle`` idle networks from now on; return the previous bound."""
+        with self._lock:
+            previous, self.max_idle = self.max_idle, max_idle
+            self._evict()
+        return previous
 
     @contextmanager
     def lease(self, signature, build=None, model_of=None, *, snapshot=True, mutable_of=None):
@@ -166,11 +171,7 @@ def set_network_pool_size(n_networks):
     if not isinstance(n_networks, (int, np.integer)) or isinstance(n_networks, bool) \
             or n_networks < 0:
         raise ValueError(f"n_networks must be an int >= 0; got {n_networks!r}.")
-    previous, NETWORK_POOL.max_idle = NETWORK_POOL.max_idle, int(n_networks)
-    with NETWORK_POOL._lock:
-        while len(NETWORK_POOL._idle) > NETWORK_POOL.max_idle:
-            NETWORK_POOL._idle.popitem(last=False)
-    return previous
+    return NETWORK_POOL.resize(int(n_networks))
 
 
 def clear_session():

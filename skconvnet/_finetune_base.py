@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from ._base import SHARED_CONSTRAINTS, SHARED_PARAMETER_DOCS, ConvEstimator
 from ._engine import NETWORK_POOL
-from ._runtime import distribution_scope, predict_source, reinitialize, seeded
+from ._runtime import distribution_scope, predict_source, seeded
 from ._training import (
     CachedBottomInputs,
     FullNetworkInputs,
@@ -30,7 +30,7 @@ from ._training import (
 from ._validation import HasMethods, InstanceOf, Interval, Options
 from .augmentation import check_augment
 from .exceptions import InvalidParameterError
-from .networks import build_finetuned_network, set_trainable_from
+from .networks import build_finetuned_network, draw_initial_weights, set_trainable_from
 
 __all__ = ["FINETUNE_CONSTRAINTS", "FINETUNE_PARAMETER_DOCS", "FineTunedConvEstimator"]
 
@@ -220,11 +220,8 @@ class FineTunedConvEstimator(ConvEstimator):
         a seed, head weights (and random base weights) drawn anew."""
         pooled.restore_initial()
         if resolved.seed is None:
-            seed = int(np.random.randint(2**31 - 1))
-            network = pooled.network
-            reinitialize(network.head_layers, seed)
-            if resolved.spec is not None and resolved.weights is None:
-                reinitialize(network.base.layers, seed)
+            draw_initial_weights(pooled.network, int(np.random.randint(2**31 - 1)),
+                                 random_base=resolved.spec is not None and resolved.weights is None)
 
     def _keeps_weights(self):
         return True  # trained weights never come back from a source

@@ -147,7 +147,7 @@ class CachedBottomInputs:
         if phase.trains_from is None and network.top is not None:
             # The whole base is frozen, so the head's inputs are fixed too: run the top
             # once and train the head alone on its outputs.
-            top = self.pooled.model_for("top", lambda: model_on_arrays(
+            top = self.pooled.keep(("model", "top"), lambda: model_on_arrays(
                 self.bottom_outputs, network.top, "top"))
             data = ArraySource([call_on_arrays(top, self.bottom_outputs.arrays,
                                                self.batch_size)])
@@ -161,7 +161,7 @@ class CachedBottomInputs:
 
 def top_and_head_model(pooled, bottom_outputs):
     """The pooled network's ``bottom outputs -> top -> head`` model (built once, kept)."""
-    return pooled.model_for("top-and-head", lambda: model_on_arrays(
+    return pooled.keep(("model", "top-and-head"), lambda: model_on_arrays(
         bottom_outputs, pooled.network.top_and_head, "finetuned_top"))
 
 
@@ -230,8 +230,10 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
         # dtype, weights or none (TensorFlow would retrace, and relax shapes, otherwise).
         batch_structure = (train.targets.shape[1:], train.targets.dtype.str,
                            train.weights is None, validation is None)
-        trainer = pooled.trainer((kind, loss, tuple(metrics), batch_structure), lambda: Trainer(
-            make_model(), keras.optimizers.RMSprop, loss, [_metric(name) for name in metrics]))
+        trainer = pooled.keep(
+            ("trainer", kind, loss, tuple(metrics), batch_structure),
+            lambda: Trainer(make_model(), keras.optimizers.RMSprop, loss,
+                            [_metric(name) for name in metrics]))
         trained = trainer.ready(phase.learning_rate)
         callbacks = []
         if validation is not None and n_iter_no_change:

@@ -30,6 +30,7 @@ __all__ = [
     "build_base",
     "build_finetuned_network",
     "build_feature_network",
+    "draw_initial_weights",
     "cut_base",
     "layer_index",
     "pooling_layer",
@@ -381,7 +382,13 @@ def build_finetuned_network(spec, base_model, *, weights, size, seed, layer, unf
                                    head_layers=head_layers)
         network.model = keras.Model(inputs, network.top_and_head(x), name="finetuned")
         if seed is not None:
-            reinitialize(head_layers, seed)
-            if spec is not None and weights is None:
-                reinitialize(base.layers, seed)
+            draw_initial_weights(network, seed, random_base=spec is not None and weights is None)
         return network
+
+
+def draw_initial_weights(network, seed, *, random_base):
+    """Draw the head's random initial weights (and the base's, for ``random_base``) from
+    ``seed`` alone (see :func:`skconvnet._runtime.reinitialize`)."""
+    reinitialize(network.head_layers, seed)
+    if random_base:
+        reinitialize(network.base.layers, seed)

@@ -62,12 +62,13 @@ def test_fits_of_other_rates_reuse_the_traced_steps(fresh_pool, shapes):
     X, y = shapes
     tiny_classifier(unfreeze=1, learning_rate=1e-3).fit(X, y)
     (pooled,) = fresh_pool._idle.values()
-    steps = {key: trainer.model.train_function for key, trainer in pooled.trainers.items()
-             if hasattr(trainer, "model")}
+    steps = {key: trainer.model.train_function for key, trainer in pooled.kept.items()
+             if key[0] == "trainer"}
+    assert steps
     slow = tiny_classifier(unfreeze=1, learning_rate=1e-5).fit(X, y)
     assert len(fresh_pool._idle) == 1
     for key, step in steps.items():
-        assert pooled.trainers[key].model.train_function is step  # not traced again
+        assert pooled.kept[key].model.train_function is step  # not traced again
     # and the new rate was used: a fresh build at 1e-5 agrees
     np.testing.assert_array_equal(
         slow.predict_proba(X),
