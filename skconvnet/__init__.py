@@ -15,6 +15,7 @@ from .finetune import FineTunedConvClassifier
 from .images import load_image_folder
 from .inspection import inspect_base
 from .plotting import plot_feature_maps, plot_history
+from .rate_finder import suggest_learning_rate
 from .registry import BaseSpec, get_base_spec, list_bases, register_base
 from .regression import FineTunedConvRegressor
 from .saving import load, save
@@ -43,4 +44,5 @@ __all__ = [
     "register_base",
     "save",
     "set_network_pool_size",
+    "suggest_learning_rate",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -20,15 +21,20 @@ from ._base import SHARED_CONSTRAINTS, SHARED_PARAMETER_DOCS, ConvEstimator
 from ._engine import NETWORK_POOL
 from ._runtime import distribution_scope, predict_source, seeded
 from ._training import (
+    LR_SCHEDULES,
+    OPTIMIZERS,
     CachedBottomInputs,
     FullNetworkInputs,
     Phase,
+    Recipe,
     TrainingBatches,
+    ViewSource,
     predict_through_cache,
     run_phases,
 )
 from ._validation import HasMethods, InstanceOf, Interval, Options
-from .augmentation import check_augment
+from .augmentation import TEST_TIME_VIEWS, check_augment
+from .caching import model_key
 from .exceptions import InvalidParameterError
 from .networks import build_finetuned_network, draw_initial_weights, set_trainable_from
 
@@ -54,6 +60,13 @@ FINETUNE_CONSTRAINTS = {
                              "(an object with a scope() method)")],
     "validation_fraction": [Interval(numbers.Real, 0.0, 1.0, closed="neither"), Options(None)],
     "n_iter_no_change": [Interval(numbers.Integral, 1, None), Options(None)],
+    "optimizer": [Options(*OPTIMIZERS)],
+    "weight_decay": [Interval(numbers.Real, 0.0, None), Options(None)],
+    "lr_schedule": [Options(*LR_SCHEDULES)],
+    "layer_lr_decay": [Interval(numbers.Real, 0.0, 1.0, closed="right")],
+    "train_bn": [InstanceOf(bool, "a bool")],
+    "ema_momentum": [Interval(numbers.Real, 0.0, 1.0, closed="neither"), Options(None)],
+    "tta": [Interval(numbers.Integral, 0, len(TEST_TIME_VIEWS))],
 }
 
 #: numpydoc entries of those parameters, after the shared ones.
@@ -75,8 +88,10 @@ Epochs of phase 2 (top of the base and head); unused when ``unfreeze=0``."""),
 What phase 2 trains: ``0`` nothing (phase 2 is skipped), an int N the top N
 layers of the base that have weights (BatchNormalization not counted), a layer
 name (that layer and all above it, e.g. ``"block5_conv1"``), or ``"all"``."""),
-    "learning_rate": ("float", "RMSprop learning rate of phase 2."),
-    "warmup_learning_rate": ("float", "RMSprop learning rate of phase 1."),
+    "learning_rate": ("float", """\
+Learning rate of phase 2 (its peak, with a schedule)."""),
+    "warmup_learning_rate": ("float", """\
+Learning rate of phase 1 (its peak, with a schedule)."""),
     "distribution": ('None, "mirrored" or a distribution object', """\
 Train one model on several devices of this machine (data parallel).
 ``"mirrored"`` uses every GPU (``tf.distribute.MirroredStrategy()`` on
@@ -89,6 +104,35 @@ classes) to monitor ``val_loss`` and the metrics (recorded in ``history_``).""")
     "n_iter_no_change": ("int or None", """\
 With ``validation_fraction``: stop a phase after this many epochs without a
 better ``val_loss`` and restore the best weights."""),
+    "optimizer": ('{"rmsprop", "adam", "adamw", "sgd"}', """\
+Keras optimizer of both phases, with its defaults (``"sgd"``: momentum 0.9).
+``"rmsprop"`` is the seed recipe's."""),
+    "weight_decay": ("float or None", """\
+Decoupled weight decay of the optimizer; None keeps the optimizer's default
+(0.004 for ``"adamw"``, none for the others)."""),
+    "lr_schedule": ('{"constant", "cosine", "one_cycle"}', """\
+How the rate of each phase moves over its steps: ``"constant"``; ``"cosine"``
+(from the rate down to 0); ``"one_cycle"`` (fastai's: up from rate/25 over the
+first tenth of the steps, then down to rate/1e4). ``history_`` records each
+epoch's mean rate."""),
+    "layer_lr_decay": ("float", """\
+Discriminative rates (timm's layer-wise decay): in phase 2 the base's last
+block trains at ``layer_lr_decay`` times the head's rate, the block below at
+its square, and so on down; 1 trains every layer at the same rate. Blocks are
+those :func:`skconvnet.inspect_base` lists (one per layer for a user's model)."""),
+    "train_bn": ("bool", """\
+Whether the BatchNormalization layers phase 2 unfreezes train too (batch
+statistics, scale and offset), as fastai's ``train_bn``; False keeps them in
+inference mode with their pretrained statistics."""),
+    "ema_momentum": ("float or None", """\
+Keep an exponential moving average of the weights with this momentum (the Keras
+optimizer's ``use_ema``) and end each phase on it; None for no average."""),
+    "tta": ("int", f"""\
+Test-time augmentation: predictions average the network's outputs for the
+image and its first ``tta`` fixed views: horizontal
+flip, centre crop ({7}/8 of each side), the flipped centre crop, then the four
+corner crops (at most {len(TEST_TIME_VIEWS)}). Deterministic; through the
+frozen-layer cache like plain predictions. 0: the image alone."""),
 }
 
 
@@ -132,6 +176,11 @@ class FineTunedConvEstimator(ConvEstimator):
         self : object
             The fitted estimator.
         """
+        return self._fit(X, y, sample_weight, phases_of=self._phases)
+
+    def _fit(self, X, y, sample_weight, *, phases_of, callbacks_of=None):
+        """``fit``, running the phases ``phases_of(network)`` (the learning-rate finder
+        runs its sweep this way), with the Keras callbacks ``callbacks_of(phase)``."""
         resolved = self._resolve()
         source = self._source(X, resolved)
         targets = self._encode_targets(y, len(source), sample_weight)
@@ -145,11 +194,14 @@ class FineTunedConvEstimator(ConvEstimator):
             resolved = self._cache_key_of(resolved, "finetune-bottom", self.layer,
                                           resolved.input_size, resolved.background,
                                           network.start, self.precision)
-            inputs = self._phase_inputs(pooled, resolved, source)
-            train, validation = self._batches(source, targets, resolved.seed)
-            history = run_phases(pooled, self._phases(network), inputs, train, validation,
+            mixing = self._batch_mixing(resolved.seed)
+            inputs = self._phase_inputs(pooled, resolved, source, mixing)
+            train, validation = self._batches(source, targets, resolved.seed, mixing)
+            history = run_phases(pooled, phases_of(network), inputs, train, validation,
                                  loss=targets.loss, metrics=targets.metrics,
-                                 n_iter_no_change=self.n_iter_no_change, verbose=self.verbose)
+                                 n_iter_no_change=self.n_iter_no_change, recipe=self._recipe(),
+                                 caller=type(self).__name__, callbacks_of=callbacks_of,
+                                 verbose=self.verbose)
             token = object()
             weights = pooled.model.get_weights() if signature is not None else None
             pooled.owner = token
@@ -188,7 +240,7 @@ class FineTunedConvEstimator(ConvEstimator):
     def _build_network(self, resolved, n_outputs=None, activation=None):
         if n_outputs is None:  # rebuilding a fitted estimator: as training left it
             network = self._build_network(resolved, self.n_outputs_, self.out_activation_)
-            set_trainable_from(network.base, network.start)
+            set_trainable_from(network.base, network.start, train_bn=self.train_bn)
             return network
         return build_finetuned_network(
             resolved.spec, self.base, weights=resolved.weights, size=resolved.input_size,
@@ -229,16 +281,28 @@ class FineTunedConvEstimator(ConvEstimator):
     def _uses_cache(self, network, resolved):
         return self.cache is not None and network.frozen is not None and bool(resolved.cache_key)
 
-    def _phase_inputs(self, pooled, resolved, source):
-        """Train on the cached frozen bottom's outputs where the cache allows, else on images."""
-        if self._uses_cache(pooled.network, resolved):
+    def _recipe(self):
+        """The training recipe of the parameters (see :class:`skconvnet._training.Recipe`)."""
+        return Recipe(optimizer=self.optimizer, weight_decay=self.weight_decay,
+                      lr_schedule=self.lr_schedule, layer_lr_decay=float(self.layer_lr_decay),
+                      train_bn=self.train_bn, ema_momentum=self.ema_momentum)
+
+    def _batch_mixing(self, seed):
+        """What mixes training batches (a :class:`BatchMixing`), or None."""
+        return None
+
+    def _phase_inputs(self, pooled, resolved, source, mixing=None):
+        """Train on the cached frozen bottom's outputs where the cache allows (images
+        mixed batch by batch need the whole network), else on images."""
+        if self._uses_cache(pooled.network, resolved) and not mixing:
             return CachedBottomInputs(pooled, resolved.cache_key, self.cache, source,
                                       self.batch_size, self.verbose)
         return FullNetworkInputs(pooled.network, source)
 
-    def _batches(self, source, targets, seed):
+    def _batches(self, source, targets, seed, mixing=None):
         """Training batches of the images with weight > 0 and, with ``validation_fraction``,
-        a held-out set (stratified where the targets are single-label classes)."""
+        a held-out set (stratified where the targets are single-label classes); ``mixing``
+        mixes the training batches only."""
         indices, validation = targets.trained, None
         if self.validation_fraction:
             stratify = targets.encoded[indices] if targets.stratify else None
@@ -248,13 +312,15 @@ class FineTunedConvEstimator(ConvEstimator):
             validation = TrainingBatches(source, held_out, targets.encoded, None,
                                          self.batch_size, seed, shuffle=False)
         train = TrainingBatches(source, indices, targets.encoded, targets.sample_weight,
-                                self.batch_size, seed, shuffle=True)
+                                self.batch_size, seed, shuffle=True, mix=mixing)
         return train, validation
 
     def _phases(self, network):
-        phases = [Phase("warmup", None, self.warmup_learning_rate, self.warmup_epochs)]
+        phases = [Phase("warmup", None, self.warmup_learning_rate, self.warmup_epochs,
+                        self.lr_schedule)]
         if network.start is not None:
-            phases.append(Phase("finetune", network.start, self.learning_rate, self.epochs))
+            phases.append(Phase("finetune", network.start, self.learning_rate, self.epochs,
+                                self.lr_schedule))
         return phases
 
     # ------------------------------------------------------------------ prediction
@@ -293,30 +359,37 @@ class FineTunedConvEstimator(ConvEstimator):
         signature = self._network_signature(resolved, self.n_outputs_, self.out_activation_)
         if signature is None or "_network" in self.__dict__ or \
                 "_network_weights" not in self.__dict__:
-            scores = predict_source(self.model_, source, self.batch_size)
-            return np.asarray(scores, dtype=np.float64)
+            return self._averaged_over_views(source, lambda view_source, view: predict_source(
+                self.model_, view_source, self.batch_size))
         # A network that trained this signature (idle in the pool, perhaps still holding
         # these very weights, as after fit in a grid search), else one built for prediction
         # only: its initial state is not a fit's, so it is pooled apart.
         with NETWORK_POOL.lease(signature) as pooled:
             if pooled is not None:
-                return self._scores_with(pooled, source)
+                return self._averaged_over_views(source, partial(self._scores_with, pooled))
         with NETWORK_POOL.lease(("predict",) + signature, lambda: self._rebuild(resolved),
                                 self._network_model, snapshot=False) as pooled:
-            return self._scores_with(pooled, source)
+            return self._averaged_over_views(source, partial(self._scores_with, pooled))
 
-    def _scores_with(self, pooled, source):
+    def _averaged_over_views(self, source, predict):
+        """``predict(source, view)`` for the images (view None) and, with ``tta``, the mean
+        over them and their first ``tta`` test-time views, as float64."""
+        scores = np.asarray(predict(source, None), dtype=np.float64)
+        views = TEST_TIME_VIEWS[:self.tta]
+        for view in views:
+            scores += np.asarray(predict(ViewSource(source, view), view), dtype=np.float64)
+        return scores / (1 + len(views)) if views else scores
+
+    def _scores_with(self, pooled, source, view=None):
         token = self.__dict__.setdefault("_weights_token", object())
         if pooled.owner is not token:
             pooled.model.set_weights(self._network_weights)
             pooled.owner = token
         resolved = self._resolved
         if self._uses_cache(pooled.network, resolved):
-            scores = predict_through_cache(pooled, resolved.cache_key, self.cache, source,
-                                           self.batch_size)
-        else:
-            scores = predict_source(pooled.model, source, self.batch_size)
-        return np.asarray(scores, dtype=np.float64)
+            key = resolved.cache_key if view is None else model_key(resolved.cache_key, view.name)
+            return predict_through_cache(pooled, key, self.cache, source, self.batch_size)
+        return predict_source(pooled.model, source, self.batch_size)
 
     def _rebuild(self, resolved):
         with seeded(resolved.seed):

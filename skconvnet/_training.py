@@ -19,6 +19,7 @@ reused by every later fit of that signature.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -27,17 +28,42 @@ import numpy as np
 from ._engine import Trainer
 from ._runtime import call_on_arrays
 from .caching import cached_predict
-from .networks import set_trainable_from
+from .exceptions import DivergenceWarning
+from .networks import block_rate_scales, set_trainable_from
 
 __all__ = [
     "ArraySource",
+    "BatchMixing",
     "CachedBottomInputs",
+    "DivergenceGuard",
     "FullNetworkInputs",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
     "Phase",
+    "RateSchedule",
+    "Recipe",
     "TrainingBatches",
+    "ViewSource",
     "predict_through_cache",
     "run_phases",
+    "scheduled_rate",
 ]
+
+#: The optimizers of the ``optimizer`` parameter (SGD with Nesterov-free momentum 0.9).
+OPTIMIZERS = {
+    "rmsprop": (keras.optimizers.RMSprop, {}),
+    "adam": (keras.optimizers.Adam, {}),
+    "adamw": (keras.optimizers.AdamW, {}),
+    "sgd": (keras.optimizers.SGD, {"momentum": 0.9}),
+}
+#: The schedules of the ``lr_schedule`` parameter.
+LR_SCHEDULES = ("constant", "cosine", "one_cycle")
+# one_cycle, after fastai's fit_one_cycle: the first tenth of the steps climbs (half a
+# cosine) from rate/25 to the rate, the rest anneals (half a cosine) to rate/1e4.
+_ONE_CYCLE_WARMUP, _ONE_CYCLE_START_DIV, _ONE_CYCLE_END_DIV = 0.1, 25.0, 1e4
+# The divergence guard: a phase diverged when its loss became NaN or infinite, or when
+# its last epoch's loss ended above both twice the best loss seen and that loss + 0.2.
+_DIVERGED_FACTOR, _DIVERGED_MARGIN = 2.0, 0.2
 
 
 @dataclass(frozen=True)
@@ -51,13 +77,132 @@ class Phase:
     trains_from : int or None
         Index of the first base layer trained (None: the head alone).
     learning_rate : float
+        The peak rate (see :func:`scheduled_rate`).
     epochs : int
+    schedule : str
+        One of :data:`LR_SCHEDULES`, or ``"range_test"`` (the learning-rate
+        finder's sweep, geometric from ``min_rate`` to ``learning_rate``).
+    min_rate : float or None
+        Where ``"range_test"`` starts.
     """
 
     name: str
     trains_from: int | None
     learning_rate: float
     epochs: int
+    schedule: str = "constant"
+    min_rate: float | None = None
+
+
+def scheduled_rate(schedule, peak, step, n_steps, low=None):
+    """The learning rate of step ``step`` (0-based) of a phase of ``n_steps`` steps
+    (``low``: where ``"range_test"`` starts)."""
+    if schedule == "constant":
+        return peak
+    if schedule == "range_test":  # ends on the peak
+        return low * (peak / low) ** (step / max(n_steps - 1, 1))
+    progress = step / n_steps
+    if schedule == "cosine":
+        return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule != "one_cycle":
+        raise ValueError(f"Unknown learning-rate schedule {schedule!r}.")
+    low, end = peak / _ONE_CYCLE_START_DIV, peak / _ONE_CYCLE_END_DIV
+    if progress < _ONE_CYCLE_WARMUP:
+        return low + (peak - low) * 0.5 * (1.0 - math.cos(math.pi * progress / _ONE_CYCLE_WARMUP))
+    rest = (progress - _ONE_CYCLE_WARMUP) / (1.0 - _ONE_CYCLE_WARMUP)
+    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * rest))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How every phase trains, beyond its layers, rate and epochs (the estimators'
+    recipe parameters, resolved once in ``fit``).
+
+    Attributes
+    ----------
+    optimizer : str
+        A key of :data:`OPTIMIZERS`.
+    weight_decay : float or None
+        Decoupled weight decay; None leaves the optimizer's own default.
+    lr_schedule : str
+        One of :data:`LR_SCHEDULES`, for every phase.
+    layer_lr_decay : float
+        Each block of the base down from the top trains at this factor of the rate
+        of the block above (the head at the full rate); 1 for one rate.
+    train_bn : bool
+        Whether unfrozen BatchNormalization layers train (batch statistics).
+    label_smoothing : float
+    ema_momentum : float or None
+        Keep the exponential moving average of the weights (and end on it).
+    """
+
+    optimizer: str = "rmsprop"
+    weight_decay: float | None = None
+    lr_schedule: str = "constant"
+    layer_lr_decay: float = 1.0
+    train_bn: bool = False
+    label_smoothing: float = 0.0
+    ema_momentum: float | None = None
+
+    def trace_key(self):
+        """What a compiled training step depends on (the rate does not: it is a variable)."""
+        return (self.optimizer, self.weight_decay, self.layer_lr_decay, self.train_bn,
+                self.label_smoothing, self.ema_momentum)
+
+    def make_optimizer(self, rate_scales=None):
+        """A fresh optimizer; ``rate_scales`` maps ``id(variable)`` to its rate's factor."""
+        optimizer_class, options = OPTIMIZERS[self.optimizer]
+        options = dict(options)
+        if self.weight_decay is not None:
+            options["weight_decay"] = self.weight_decay
+        if self.ema_momentum is not None:
+            options.update(use_ema=True, ema_momentum=self.ema_momentum)
+        if rate_scales:
+            return _with_rate_scales(optimizer_class)(rate_scales, **options)
+        return optimizer_class(**options)
+
+    def loss(self, name):
+        """The Keras loss for the targets' loss ``name`` (smoothed labels where asked)."""
+        if not self.label_smoothing:
+            return name
+        if name == "categorical_crossentropy":
+            return keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
+        if name == "binary_crossentropy":
+            return keras.losses.BinaryCrossentropy(label_smoothing=self.label_smoothing)
+        raise ValueError(f"label_smoothing does not apply to the loss {name!r}.")
+
+
+_SCALED_CLASSES = {}
+
+
+def _with_rate_scales(optimizer_class):
+    """``optimizer_class`` with a rate factor per variable (discriminative rates).
+
+    Keras' optimizers take one rate; every backend's ``apply`` calls ``update_step``
+    once per variable with it, so scaling it there works on TensorFlow, JAX and
+    PyTorch alike, for any optimizer, adaptive ones included (scaling gradients
+    would not: Adam and RMSprop divide the scale out).
+    """
+    if optimizer_class not in _SCALED_CLASSES:
+        class ScaledRates(optimizer_class):
+            def __init__(self, rate_scales, **options):
+                super().__init__(**options)
+                self.rate_scales = dict(rate_scales)
+
+            def build(self, variables):
+                super().build(variables)
+                self._scale_of_index = [float(self.rate_scales.get(id(v), 1.0))
+                                        for v in variables]
+
+            def update_step(self, gradient, variable, learning_rate):
+                scale = self._scale_of_index[self._get_variable_index(variable)]
+                if scale != 1.0:
+                    learning_rate = learning_rate * scale
+                super().update_step(gradient, variable, learning_rate)
+
+        ScaledRates.__name__ = f"ScaledRates{optimizer_class.__name__}"
+        _SCALED_CLASSES[optimizer_class] = ScaledRates
+    return _SCALED_CLASSES[optimizer_class]
 
 
 class ArraySource:
@@ -76,6 +221,34 @@ class ArraySource:
         return (chosen[0] if len(chosen) == 1 else tuple(chosen)), {}
 
 
+class BatchMixing:
+    """MixUp and CutMix (Keras' layers) on training batches: images and one-hot targets.
+
+    With both, each batch is mixed by one of them, drawn at random. Drawn from
+    ``seed`` alone, so fits are reproducible; never applied to predictions.
+    """
+
+    def __init__(self, mixup, cutmix, seed):
+        self.layers = []
+        if mixup:
+            self.layers.append(keras.layers.MixUp(alpha=mixup, seed=seed))
+        if cutmix:
+            self.layers.append(keras.layers.CutMix(factor=cutmix, seed=seed))
+        self.rng = np.random.default_rng(seed)
+
+    def __bool__(self):
+        return bool(self.layers)
+
+    def __call__(self, images, targets):
+        layer = self.layers[int(self.rng.integers(len(self.layers)))]
+        one_column = targets.ndim == 1
+        mixed = layer({"images": np.asarray(images, dtype=np.float32),
+                       "labels": targets[:, None] if one_column else targets}, training=True)
+        labels = keras.ops.convert_to_numpy(mixed["labels"]).astype(np.float32)
+        return (keras.ops.convert_to_numpy(mixed["images"]).astype(np.float32),
+                labels[:, 0] if one_column else labels)
+
+
 class TrainingBatches(keras.utils.PyDataset):
     """Training batches drawn from a source, reshuffled every epoch by our own generator.
 
@@ -83,13 +256,15 @@ class TrainingBatches(keras.utils.PyDataset):
     base's outputs) while the order keeps drawing from the same generator.
     Keras' own shuffle would draw from Python's global ``random``, which other
     threads (a Dask worker's event loop) also draw from: not reproducible there.
+    ``mix`` (a :class:`BatchMixing`, training batches of images only) mixes each
+    batch's images and targets.
     """
 
-    def __init__(self, source, indices, targets, weights, batch_size, seed, shuffle):
+    def __init__(self, source, indices, targets, weights, batch_size, seed, shuffle, mix=None):
         super().__init__()
         self.source, self.indices = source, np.asarray(indices)
         self.targets, self.weights = targets, weights
-        self.batch_size, self.shuffle = batch_size, shuffle
+        self.batch_size, self.shuffle, self.mix = batch_size, shuffle, mix
         self.rng = np.random.default_rng(seed)
         self.order = self.indices.copy()
         self.on_epoch_end()
@@ -100,13 +275,105 @@ class TrainingBatches(keras.utils.PyDataset):
     def __getitem__(self, i):
         chosen = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         images, _ = self.source.load(chosen)
+        targets = self.targets[chosen]
+        if self.mix:
+            images, targets = self.mix(images, targets)
         if self.weights is None:
-            return images, self.targets[chosen]
-        return images, self.targets[chosen], self.weights[chosen]
+            return images, targets
+        return images, targets, self.weights[chosen]
 
     def on_epoch_end(self):
         if self.shuffle:
             self.order = self.rng.permutation(self.indices)
+
+
+class RateSchedule(keras.callbacks.Callback):
+    """Sets the optimizer's rate before every step (the rate is a variable: no retrace)
+    and records each epoch's mean rate."""
+
+    def __init__(self, optimizer, phase, steps_per_epoch):
+        super().__init__()
+        self.optimizer, self.phase = optimizer, phase
+        self.n_steps = phase.epochs * steps_per_epoch
+        self.step, self.epoch_rates, self.rates = 0, [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        rate = scheduled_rate(self.phase.schedule, self.phase.learning_rate, self.step,
+                              self.n_steps, self.phase.min_rate)
+        self.optimizer.learning_rate = rate
+        self.epoch_rates.append(rate)
+        self.step += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(float(np.mean(self.epoch_rates)) if self.epoch_rates else 0.0)
+        self.epoch_rates = []
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops a phase whose loss becomes NaN or infinite, and, where it diverged (see
+    ``_DIVERGED_FACTOR``), puts back the best weights seen: the phase's starting
+    weights (loss of the first batch) or an epoch's end (that epoch's mean loss,
+    ``val_loss`` where there is one)."""
+
+    def __init__(self, phase, caller):
+        super().__init__()
+        self.phase, self.caller = phase, caller
+        self.diverged = None
+
+    def on_train_begin(self, logs=None):
+        self.best_weights, self.best_loss, self.best_at = self.model.get_weights(), None, None
+        self.last_loss = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.best_loss is None:  # the first batch: the loss of the starting weights
+            self.best_loss = self.last_loss = float(logs["loss"])
+            self.best_at = "its start"
+            if not math.isfinite(self.best_loss):
+                self.best_loss = math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float(logs["loss"])
+        self.last_loss = loss
+        if not math.isfinite(loss):
+            self.diverged = "became NaN" if math.isnan(loss) else "became infinite"
+            self.model.stop_training = True
+            return
+        monitored = float(logs.get("val_loss", loss))
+        if math.isfinite(monitored) and monitored < self.best_loss:
+            self.best_loss, self.best_at = monitored, f"epoch {epoch + 1}"
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.diverged is None and self.last_loss is not None and self.last_loss > max(
+                _DIVERGED_FACTOR * self.best_loss, self.best_loss + _DIVERGED_MARGIN):
+            self.diverged = f"ended at {self.last_loss:.3g}"
+        if self.diverged is None:
+            return
+        self.model.set_weights(self.best_weights)
+        warnings.warn(
+            f"{self.caller}: the {self.phase.name} phase diverged at learning rate "
+            f"{self.phase.learning_rate:g} (its loss {self.diverged}); kept the weights of "
+            f"{self.best_at}, of loss {self.best_loss:.3g}. Lower the phase's learning rate "
+            "(skconvnet.suggest_learning_rate finds one).", DivergenceWarning, stacklevel=2)
+
+
+class ViewSource:
+    """A source of images seen through a test-time view (see
+    :data:`skconvnet.augmentation.TEST_TIME_VIEWS`)."""
+
+    def __init__(self, source, view):
+        self.source, self.view = source, view
+        self.flat_width = source.flat_width
+
+    def __len__(self):
+        return len(self.source)
+
+    def content_keys(self):
+        return self.source.content_keys()
+
+    def load(self, indices):
+        images, failures = self.source.load(indices)
+        return self.view(images), failures
 
 
 def model_on_arrays(arrays, apply, name):
@@ -191,7 +458,7 @@ def _metric(name):
 
 
 def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_iter_no_change,
-               verbose):
+               recipe=Recipe(), caller="", callbacks_of=None, verbose=0):
     """Train the leased network phase by phase; return the history, one record per epoch.
 
     Parameters
@@ -205,21 +472,29 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
     train, validation : TrainingBatches or None
         Their ``source`` is set to each phase's inputs.
     loss : str
+        The targets' Keras loss (see :meth:`Recipe.loss`).
     metrics : sequence of str
     n_iter_no_change : int or None
         Stop a phase after this many epochs without a better ``val_loss``.
+    recipe : Recipe
+    caller : str
+        The estimator named in warnings.
+    callbacks_of : callable or None
+        ``callbacks_of(phase)``: more Keras callbacks for that phase (the
+        learning-rate finder's recorder).
     verbose : int
 
     Returns
     -------
     history : list of dict
-        ``phase``, ``epoch`` (counting across phases) and Keras' metrics.
+        ``phase``, ``epoch`` (counting across phases), ``learning_rate`` (the
+        epoch's mean rate) and Keras' metrics.
     """
     network, history = pooled.network, []
     for phase in phases:
         if phase.epochs == 0:
             continue
-        set_trainable_from(network.base, phase.trains_from)
+        set_trainable_from(network.base, phase.trains_from, train_bn=recipe.train_bn)
         kind, make_model, data = inputs.for_phase(phase)
         for batches in (train, validation):
             if batches is not None:
@@ -231,18 +506,31 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
         batch_structure = (train.targets.shape[1:], train.targets.dtype.str,
                            train.weights is None, validation is None)
         trainer = pooled.keep(
-            ("trainer", kind, loss, tuple(metrics), batch_structure),
-            lambda: Trainer(make_model(), keras.optimizers.RMSprop, loss,
-                            [_metric(name) for name in metrics]))
+            ("trainer", kind, loss, tuple(metrics), batch_structure, recipe.trace_key()),
+            lambda: Trainer(
+                make_model(),
+                lambda: recipe.make_optimizer(
+                    block_rate_scales(network, recipe.layer_lr_decay, phase.trains_from)),
+                recipe.loss(loss), [_metric(name) for name in metrics]))
         trained = trainer.ready(phase.learning_rate)
-        callbacks = []
+        phase_callbacks = []
+        schedule = None
+        if phase.schedule != "constant":
+            schedule = RateSchedule(trained.optimizer, phase, len(train))
+            phase_callbacks.append(schedule)
         if validation is not None and n_iter_no_change:
-            callbacks.append(keras.callbacks.EarlyStopping(
+            phase_callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=n_iter_no_change, restore_best_weights=True))
+        if callbacks_of is not None:
+            phase_callbacks.extend(callbacks_of(phase))
+        if phase.schedule != "range_test":  # the finder's sweep is meant to blow up
+            phase_callbacks.append(DivergenceGuard(phase, caller))
         record = trained.fit(train, validation_data=validation, epochs=phase.epochs,
-                             callbacks=callbacks, verbose=verbose, shuffle=False)
+                             callbacks=phase_callbacks, verbose=verbose, shuffle=False)
         for i in range(len(record.history.get("loss", []))):
-            entry = {"phase": phase.name, "epoch": len(history)}
-            entry.update({k: float(v[i]) for k, v in record.history.items()})
+            entry = {"phase": phase.name, "epoch": len(history),
+                     "learning_rate": schedule.rates[i] if schedule else phase.learning_rate}
+            entry.update({k: float(v[i]) for k, v in record.history.items()
+                          if k != "learning_rate"})
             history.append(entry)
     return history

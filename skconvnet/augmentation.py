@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from .exceptions import InvalidParameterError
 
-__all__ = ["STANDARD_AUGMENTATION", "RandomShear", "check_augment", "augmentation_layers"]
+__all__ = ["STANDARD_AUGMENTATION", "TEST_TIME_VIEWS", "RandomShear", "TestTimeView",
+           "augmentation_layers", "check_augment"]
 
 #: The seed recipe: ``ImageDataGenerator(rotation_range=40, width_shift_range=0.2,
 #: height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True)``.
@@ -117,3 +120,57 @@ def augmentation_layers(settings, seed=None):
         layers.append(keras.layers.RandomZoom(
             settings["zoom_range"], fill_mode="nearest", seed=next_seed(), name="zoom"))
     return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+# --------------------------------------------------------------------------
+# Test-time augmentation: fixed views, so predictions need no random state
+# --------------------------------------------------------------------------
+_CROP = 0.875  # the crops keep 7/8 of each side (Inception's evaluation crop)
+
+
+@dataclass(frozen=True)
+class TestTimeView:
+    """One deterministic view of a batch of images: a horizontal flip and/or a crop
+    resized back to the images' size.
+
+    Attributes
+    ----------
+    name : str
+    flip : bool
+    crop : tuple of (float, float) or None
+        Where the crop's top-left corner lies, as a fraction of the room left
+        around it (0.5, 0.5: centred); None for the whole image.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    name: str
+    flip: bool = False
+    crop: tuple | None = None
+
+    def __call__(self, images):
+        """``images`` (n, height, width, channels) seen through this view, float32."""
+        images = np.asarray(images, dtype=np.float32)
+        if self.crop is not None:
+            height, width = images.shape[1:3]
+            crop_h, crop_w = max(1, round(height * _CROP)), max(1, round(width * _CROP))
+            top = round((height - crop_h) * self.crop[0])
+            left = round((width - crop_w) * self.crop[1])
+            cropped = images[:, top:top + crop_h, left:left + crop_w]
+            images = keras.ops.convert_to_numpy(keras.ops.image.resize(
+                cropped, (height, width), interpolation="bilinear")).astype(np.float32)
+        if self.flip:
+            images = images[:, :, ::-1]
+        return np.ascontiguousarray(images)
+
+
+#: The views ``tta=n`` averages with the image itself: the first ``n`` of these.
+TEST_TIME_VIEWS = (
+    TestTimeView("flip", flip=True),
+    TestTimeView("centre-crop", crop=(0.5, 0.5)),
+    TestTimeView("flip+centre-crop", flip=True, crop=(0.5, 0.5)),
+    TestTimeView("top-left-crop", crop=(0.0, 0.0)),
+    TestTimeView("top-right-crop", crop=(0.0, 1.0)),
+    TestTimeView("bottom-left-crop", crop=(1.0, 0.0)),
+    TestTimeView("bottom-right-crop", crop=(1.0, 1.0)),
+)

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import keras
 
-from .efficientnet_lite import EfficientNetLite0, lite_preprocess_input
+from .efficientnet_lite import (
+    EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
+    lite_preprocess_input,
+)
 from .registry import BaseSpec, register_base
 from .weights import hed_bsds500_vgg16
 
@@ -88,15 +93,17 @@ _keras_app("nasnetlarge", _apps.NASNetLarge, _apps.nasnet, "tf", 331, 4032,
            r"^(normal_concat_\d+|reduction_concat_\w+)$", marks="end")
 
 
-register_base(
-    BaseSpec(
-        name="efficientnet_lite0",
-        builder=EfficientNetLite0,
-        preprocess_input=lite_preprocess_input,
-        preprocessing="lite",
-        default_size=224,
-        min_size=32,
-        feature_width=1280,
-        block_pattern=_EFFICIENTNET,
+for _builder, _size in ((EfficientNetLite0, 224), (EfficientNetLite1, 240),
+                        (EfficientNetLite2, 260)):
+    register_base(
+        BaseSpec(
+            name=f"efficientnet_lite{_builder.__name__[-1]}",
+            builder=_builder,
+            preprocess_input=lite_preprocess_input,
+            preprocessing="lite",
+            default_size=_size,
+            min_size=32,
+            feature_width=1280,
+            block_pattern=_EFFICIENTNET,
+        )
     )
-)

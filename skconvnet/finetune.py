@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import numbers
+from dataclasses import replace
+
 import numpy as np
 from sklearn.base import ClassifierMixin
 
 from ._finetune_base import FINETUNE_CONSTRAINTS, FINETUNE_PARAMETER_DOCS, FineTunedConvEstimator
 from ._base import document_parameters
 from ._targets import ClassWeights, encode_class_labels
-from ._validation import Options
+from ._training import BatchMixing
+from ._validation import Interval, Options
 
 __all__ = ["FineTunedConvClassifier"]
 
@@ -98,12 +102,27 @@ class FineTunedConvClassifier(ClassifierMixin, FineTunedConvEstimator):
     _parameter_constraints = {
         **FINETUNE_CONSTRAINTS,
         "class_weight": [Options(None, "balanced"), ClassWeights()],
+        "label_smoothing": [Interval(numbers.Real, 0.0, 1.0, closed="left")],
+        "mixup": [Interval(numbers.Real, 0.0, None)],
+        "cutmix": [Interval(numbers.Real, 0.0, None)],
     }
     _parameter_docs = {
         **FINETUNE_PARAMETER_DOCS,
         "class_weight": ('"balanced", dict or None', """\
 ``"balanced"`` weights samples inversely to class frequency; a dict maps class
 labels to weights (missing classes weigh 1). Single-label ``y`` only."""),
+        "label_smoothing": ("float", """\
+Train on targets smoothed towards the uniform distribution by this much
+(Keras' ``label_smoothing``)."""),
+        "mixup": ("float", """\
+MixUp (Keras' ``MixUp`` layer) on training batches: each image and its target
+blended with another's, at a weight drawn from Beta(mixup, mixup); 0 for none.
+Training only: never applied to predictions. Mixed batches train the whole
+network, not through the frozen-layer cache."""),
+        "cutmix": ("float", """\
+CutMix (Keras' ``CutMix`` layer) on training batches: a patch of another image
+pasted in, the targets mixed by its area, drawn from Beta(cutmix, cutmix); 0
+for none. With ``mixup`` as well, each batch gets one of the two at random."""),
     }
     _required_fitted_names = FineTunedConvEstimator._required_fitted_names | {"classes_"}
     _fitted_attribute_names = _required_fitted_names | {"n_features_in_"}
@@ -124,6 +143,16 @@ labels to weights (missing classes weigh 1). Single-label ``y`` only."""),
         unfreeze=0,
         learning_rate=1e-5,
         warmup_learning_rate=1e-3,
+        optimizer="rmsprop",
+        weight_decay=None,
+        lr_schedule="constant",
+        layer_lr_decay=1.0,
+        train_bn=False,
+        ema_momentum=None,
+        label_smoothing=0.0,
+        mixup=0.0,
+        cutmix=0.0,
+        tta=0,
         batch_size=32,
         precision="float32",
         distribution=None,
@@ -139,8 +168,21 @@ labels to weights (missing classes weigh 1). Single-label ``y`` only."""),
         self._store_parameters(locals())
 
     def _encode_targets(self, y, n_images, sample_weight):
-        return encode_class_labels(y, n_images, self.class_weight, sample_weight,
-                                   type(self).__name__)
+        targets = encode_class_labels(y, n_images, self.class_weight, sample_weight,
+                                      type(self).__name__)
+        if targets.loss == "sparse_categorical_crossentropy" and (
+                self.label_smoothing or self.mixup or self.cutmix):
+            # Smoothed and mixed targets are distributions over the classes: one-hot.
+            one_hot = np.eye(targets.n_outputs, dtype=np.float32)[targets.encoded.astype(int)]
+            targets = replace(targets, encoded=one_hot, loss="categorical_crossentropy")
+        return targets
+
+    def _recipe(self):
+        return replace(super()._recipe(), label_smoothing=float(self.label_smoothing))
+
+    def _batch_mixing(self, seed):
+        mixing = BatchMixing(self.mixup, self.cutmix, seed)
+        return mixing if mixing else None
 
     def _set_target_attributes(self, targets):
         self.classes_ = targets.classes

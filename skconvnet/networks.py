@@ -22,16 +22,17 @@ from ._runtime import precision_scope, reinitialize
 from .augmentation import augmentation_layers
 from .exceptions import InvalidParameterError, WeightsUnavailableError
 from .layers import ImagePreprocessing
-from .registry import BaseSpec, get_base_spec
+from .registry import BaseSpec, block_starts, get_base_spec
 from .weights import load_weights_file
 
 __all__ = [
     "FineTunedNetwork",
+    "block_rate_scales",
     "build_base",
-    "build_finetuned_network",
     "build_feature_network",
-    "draw_initial_weights",
+    "build_finetuned_network",
     "cut_base",
+    "draw_initial_weights",
     "layer_index",
     "pooling_layer",
     "resolve_base",
@@ -270,16 +271,44 @@ def unfreeze_start(caller, base, unfreeze):
     return weighted[-unfreeze]
 
 
-def set_trainable_from(base, start):
-    """Freeze the base below layer index ``start`` (None: all of it); BN always frozen.
+def set_trainable_from(base, start, *, train_bn=False):
+    """Freeze the base below layer index ``start`` (None: all of it).
 
-    Setting ``trainable=False`` on each BatchNormalization layer keeps it in
-    inference mode during training (Keras 3: ``training=False`` alone is not
-    enough, keras-team/keras#20285); the caller recompiles afterwards.
+    BatchNormalization layers above ``start`` train only with ``train_bn``:
+    setting ``trainable=False`` on one keeps it in inference mode during
+    training (Keras 3: ``training=False`` alone is not enough,
+    keras-team/keras#20285), with its ImageNet statistics; a trainable one
+    normalises with each batch's statistics and updates its moving ones.
     """
     base.trainable = start is not None
     for i, layer in enumerate(base.layers):
-        layer.trainable = start is not None and i >= start and not _is_batchnorm(layer)
+        layer.trainable = (start is not None and i >= start
+                           and (train_bn or not _is_batchnorm(layer)))
+
+
+def block_rate_scales(network, decay, start):
+    """Discriminative rates: ``{id(variable): factor}`` for the base's layers from ``start``.
+
+    The base's last block trains at ``decay`` times the head's rate, the block
+    below at ``decay**2``, and so on down (timm's layer-wise decay). Blocks are
+    the registry's (:func:`skconvnet.registry.block_starts`); a base without a
+    record has one block per layer with weights. None where every rate is the
+    same (``decay == 1`` or nothing of the base trains).
+    """
+    if decay == 1 or start is None:
+        return None
+    layers = network.base.layers
+    if network.spec is not None:
+        starts = [index for _, index in block_starts(network.base, network.spec)]
+    else:
+        starts = [i for i, layer in enumerate(layers) if layer.weights]
+    scales = {}
+    ends = starts[1:] + [len(layers)]
+    for depth, (first, end) in enumerate(reversed(list(zip(starts, ends))), start=1):
+        for layer in layers[max(first, start):end]:
+            for variable in layer.weights:
+                scales[id(variable)] = decay ** depth
+    return scales
 
 
 # --------------------------------------------------------------------------
@@ -313,6 +342,8 @@ class FineTunedNetwork:
         ``bottom outputs -> base output``; None when the whole base is the bottom.
     head_layers : list of keras.layers.Layer
         Pooling, hidden Dense, Dropout, output layer.
+    spec : BaseSpec or None
+        The base's registry record (None for a user's model).
     """
 
     model: keras.Model
@@ -321,6 +352,7 @@ class FineTunedNetwork:
     frozen: keras.Model | None
     top: keras.Model | None
     head_layers: list = field(default_factory=list)
+    spec: BaseSpec | None = None
 
     def top_and_head(self, x):
         """``x`` (bottom outputs) through the top of the base and the head."""
@@ -379,7 +411,7 @@ def build_finetuned_network(spec, base_model, *, weights, size, seed, layer, unf
             if augmentation is None:
                 frozen = keras.Model(inputs, x, name="frozen")
         network = FineTunedNetwork(model=None, base=base, start=start, frozen=frozen, top=top,
-                                   head_layers=head_layers)
+                                   head_layers=head_layers, spec=spec)
         network.model = keras.Model(inputs, network.top_and_head(x), name="finetuned")
         if seed is not None:
             draw_initial_weights(network, seed, random_base=spec is not None and weights is None)

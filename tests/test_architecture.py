@@ -60,7 +60,7 @@ LAYERS = [
     ["_finetune_base"],
     ["extraction", "finetune", "regression"],
     ["saving", "exporting", "inspection", "plotting", "testing", "datasets", "scaling"],
-    ["demo"],
+    ["demo", "rate_finder"],
     ["cli"],
     ["__main__", "__init__"],
 ]

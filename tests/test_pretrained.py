@@ -1,5 +1,6 @@
 """Offline pretrained weights: the PyTorch reader, conversions, the cache, real predictions."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -141,6 +142,36 @@ def test_lite0_conversion_matches_the_pytorch_tensors():
                                   state["_blocks.14._depthwise_conv.weight"].transpose(2, 3, 0, 1))
     gamma, beta, mean, var = model.get_layer("top_bn").get_weights()
     np.testing.assert_array_equal(var, state["_bn1.running_var"])
+    np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0],
+                                  state["_fc.weight"].T)
+
+
+@pytest.mark.parametrize("variant, n_blocks, width, params", [
+    ("efficientnet_lite1", 21, 320, 4_189_344), ("efficientnet_lite2", 21, 352, 4_869_168)])
+def test_lite1_and_lite2_scale_lite0_as_the_published_checkpoints(variant, n_blocks, width,
+                                                                  params):
+    """Depth (and, for Lite2, width) scaled except the first and last stages: the block
+    count and channel widths of the publisher's state dicts; with the 1000-class top
+    (1,281,000 more), the published 5.4M and 6.1M parameters."""
+    spec = get_base_spec(variant)
+    model = spec.builder(include_top=False, weights=None)
+    names = [name for name, _ in block_starts(model, spec)]
+    assert len(names) == 1 + n_blocks + 1 and names[-2] == "block7a"
+    assert model.get_layer("block7a_project_conv").filters == width
+    assert model.input.shape[1] == spec.default_size and model.count_params() == params
+
+
+@pytest.mark.parametrize("variant", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_and_lite2_conversion_matches_the_pytorch_tensors(variant):
+    from skconvnet.efficientnet_lite import LITE_VARIANTS
+
+    record = LITE_VARIANTS[variant]
+    if importlib.util.find_spec(record.distribution.replace("-", "_")) is None:
+        pytest.skip('needs "skconvnet[pretrained]"')
+    state = load_legacy_state_dict(packaged_file(record.distribution, record.file, "test"))
+    model = get_base_spec(variant).builder(include_top=True, weights="imagenet")
+    np.testing.assert_array_equal(model.get_layer("block6e_dwconv").get_weights()[0],
+                                  state["_blocks.19._depthwise_conv.weight"].transpose(2, 3, 0, 1))
     np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0],
                                   state["_fc.weight"].T)
 
