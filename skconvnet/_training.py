@@ -45,6 +45,7 @@ __all__ = [
     "TrainingBatches",
     "ViewSource",
     "predict_through_cache",
+    "recalibrate_batchnorm",
     "run_phases",
     "scheduled_rate",
 ]
@@ -395,6 +396,11 @@ class FullNetworkInputs:
     def __init__(self, network, source):
         self.network, self.source = network, source
 
+    def base_outputs_in_training(self, images):
+        """The base's outputs for a batch of images (no augmentation), in training mode."""
+        preprocessing = self.network.model.get_layer("preprocessing")
+        return self.network.base(preprocessing(images), training=True)
+
     def for_phase(self, phase):
         """``(kind, make_model, data)``: what the phase trains, on what."""
         return ("full", phase.trains_from), lambda: _whole_model(self.network), self.source
@@ -407,6 +413,13 @@ class CachedBottomInputs:
         self.pooled, self.network, self.batch_size = pooled, pooled.network, batch_size
         self.bottom_outputs = ArraySource(cached_predict(self.network.frozen, key, source,
                                                          batch_size, cache, verbose=verbose))
+        self.source = self.bottom_outputs
+
+    def base_outputs_in_training(self, bottom_outputs):
+        """The top's outputs for a batch of frozen-bottom outputs, in training mode."""
+        if isinstance(bottom_outputs, tuple):  # several tensors cross the cut
+            bottom_outputs = list(bottom_outputs)
+        return self.network.top(bottom_outputs, training=True)
 
     def for_phase(self, phase):
         """``(kind, make_model, data)``: what the phase trains, on what."""
@@ -437,6 +450,34 @@ def predict_through_cache(pooled, key, cache, source, batch_size):
     another fold, say, are not run again); only the trained top and head run."""
     arrays = ArraySource(cached_predict(pooled.network.frozen, key, source, batch_size, cache))
     return call_on_arrays(top_and_head_model(pooled, arrays), arrays.arrays, batch_size)
+
+
+def recalibrate_batchnorm(network, inputs, indices, batch_size):
+    """Set the moving statistics of the base's trainable BatchNormalization layers to
+    their average over the training images, with the trained weights.
+
+    Keras' moving averages (momentum 0.99 in most bases) forget the pretrained
+    statistics over a few hundred steps; a fine-tuning phase on a small set is
+    shorter, so predictions (inference mode) would normalise with statistics of
+    weights that no longer exist: measured on Fashion-MNIST, 1.0 training accuracy in
+    training mode against 0.81 in inference mode. One pass without augmentation,
+    the momentum of batch k set to k / (k + 1), makes each moving statistic the mean
+    of the batches' statistics (as PyTorch's cumulative BatchNorm does).
+    """
+    layers = [layer for layer in network.base.layers
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k, start in enumerate(range(0, len(indices), batch_size)):
+            for layer in layers:
+                layer.momentum = k / (k + 1)
+            batch, _ = inputs.source.load(np.asarray(indices[start:start + batch_size]))
+            inputs.base_outputs_in_training(batch)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
 
 
 def _describe(phase, network):
@@ -527,6 +568,8 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
             phase_callbacks.append(DivergenceGuard(phase, caller))
         record = trained.fit(train, validation_data=validation, epochs=phase.epochs,
                              callbacks=phase_callbacks, verbose=verbose, shuffle=False)
+        if recipe.train_bn and phase.trains_from is not None:
+            recalibrate_batchnorm(network, inputs, train.indices, train.batch_size)
         for i in range(len(record.history.get("loss", []))):
             entry = {"phase": phase.name, "epoch": len(history),
                      "learning_rate": schedule.rates[i] if schedule else phase.learning_rate}

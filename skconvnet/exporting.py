@@ -333,6 +333,14 @@ def _check_exportable(estimator):
                 "export supports single-label classifiers; this FineTunedConvClassifier was "
                 "fitted on multi-label targets."
             )
+        if getattr(step, "tta", 0):
+            # The exported graph runs the network once per image: it would silently give
+            # other predictions than the estimator's average over views.
+            raise ValueError(
+                f"export runs the network on the image alone; this {type(step).__name__} has "
+                f"tta={step.tta!r} (predictions averaged over test-time views). Set tta=0 "
+                "(set_params(tta=0), no refit needed) to export it."
+            )
     return ours[0]
 
 

@@ -31,8 +31,13 @@ class FineTunedConvClassifier(ClassifierMixin, FineTunedConvEstimator):
     A new head (pooling, ``Dense(head_units, relu)``, ``Dropout``, output layer)
     is put on the base. Phase 1 (warm-up) trains the head with the base
     frozen; phase 2 unfreezes the top of the base and trains it with the head
-    at a low learning rate. BatchNormalization layers of the base stay frozen,
-    in inference mode, throughout.
+    at a lower learning rate. How both phases train is a recipe of plain
+    parameters: ``optimizer``, ``weight_decay``, ``lr_schedule``,
+    ``layer_lr_decay`` (discriminative rates), ``train_bn``,
+    ``label_smoothing``, ``mixup``/``cutmix``, ``ema_momentum``, and ``tta``
+    for predictions; :func:`skconvnet.suggest_learning_rate` finds a rate.
+    A phase whose loss becomes NaN or ends far above its best keeps its best
+    weights and warns (:class:`skconvnet.exceptions.DivergenceWarning`).
 
     Parameters
     ----------

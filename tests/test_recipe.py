@@ -223,6 +223,26 @@ def test_train_bn_decides_whether_unfrozen_batchnorm_updates(shapes, train_bn):
     np.testing.assert_array_equal(low_bn.moving_mean.numpy(), 0.0)  # below the cut: frozen
 
 
+def test_train_bn_recalibrates_the_moving_statistics_on_the_training_images(shapes):
+    """After a phase that trains BatchNorm, its moving statistics are the mean over the
+    training batches (no augmentation) of the batch statistics, with the trained weights."""
+    X, y = shapes
+    clf = tiny_classifier(unfreeze=1, epochs=2, train_bn=True, augment="standard").fit(X, y)
+    base = clf.base_model_
+    below_bn = keras.Model(base.input, base.get_layer("block3_conv").output)
+    preprocess = clf.model_.get_layer("preprocessing")
+    batches = [keras.ops.convert_to_numpy(below_bn(preprocess(X[i:i + 8].astype(np.float32))))
+               for i in range(0, len(X), 8)]
+    bn = base.get_layer("block3_bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(),
+                               np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(),
+                               np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0),
+                               rtol=1e-3, atol=1e-5)
+    assert bn.momentum == 0.99  # put back
+
+
 # --------------------------------------------------------------------------- divergence guard
 def test_a_diverging_phase_warns_and_keeps_the_best_weights(shapes):
     X, y = shapes
@@ -349,6 +369,14 @@ def test_views_keep_shape_and_range():
         assert seen.shape == images.shape and seen.dtype == np.float32
         assert seen.min() >= -1e-3 and seen.max() <= 255 + 1e-3
     np.testing.assert_array_equal(TEST_TIME_VIEWS[0](images), images[:, :, ::-1])
+
+
+def test_export_refuses_test_time_views_rather_than_dropping_them(three_classes, tmp_path):
+    pytest.importorskip("skl2onnx")
+    X, y = three_classes
+    clf = tiny_classifier(tta=2).fit(X, y)
+    with pytest.raises(ValueError, match=r"this FineTunedConvClassifier has tta=2 .* Set tta=0"):
+        skconvnet.export(clf, tmp_path / "clf.onnx")
 
 
 # --------------------------------------------------------------------------- the rate finder
