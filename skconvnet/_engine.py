@@ -43,6 +43,9 @@ class Trainer:
         self.model = model
         self.optimizer = make_optimizer()
         model.compile(optimizer=self.optimizer, loss=loss, metrics=metrics)
+        if hasattr(self.optimizer, "start_schedule"):
+            # Its schedule's variables are set before each fit, so they must exist now.
+            self.optimizer.build(model.trainable_variables)
 
     def ready(self, learning_rate):
         """Zero the optimizer's slots and step count; set its learning rate."""

@@ -40,13 +40,13 @@ __all__ = [
     "LR_SCHEDULES",
     "OPTIMIZERS",
     "Phase",
-    "RateSchedule",
     "Recipe",
     "TrainingBatches",
     "ViewSource",
     "predict_through_cache",
     "recalibrate_batchnorm",
     "run_phases",
+    "epoch_rates",
     "scheduled_rate",
 ]
 
@@ -95,23 +95,50 @@ class Phase:
     min_rate: float | None = None
 
 
-def scheduled_rate(schedule, peak, step, n_steps, low=None):
+def scheduled_rate(schedule, peak, step, n_steps, low=None, ops=None):
     """The learning rate of step ``step`` (0-based) of a phase of ``n_steps`` steps
-    (``low``: where ``"range_test"`` starts)."""
+    (``low``: where ``"range_test"`` starts).
+
+    With ``ops=keras.ops`` the same formula on tensors (inside a compiled step, where
+    ``step`` is the optimizer's iteration count); with None, on Python floats.
+    """
     if schedule == "constant":
         return peak
-    if schedule == "range_test":  # ends on the peak
-        return low * (peak / low) ** (step / max(n_steps - 1, 1))
+    if ops is None:
+        ops = _PythonOps
+    if schedule == "range_test":  # geometric, ends on the peak
+        return low * ops.power(peak / low, step / ops.maximum(n_steps - 1.0, 1.0))
     progress = step / n_steps
     if schedule == "cosine":
-        return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return peak * 0.5 * (1.0 + ops.cos(math.pi * progress))
     if schedule != "one_cycle":
         raise ValueError(f"Unknown learning-rate schedule {schedule!r}.")
     low, end = peak / _ONE_CYCLE_START_DIV, peak / _ONE_CYCLE_END_DIV
-    if progress < _ONE_CYCLE_WARMUP:
-        return low + (peak - low) * 0.5 * (1.0 - math.cos(math.pi * progress / _ONE_CYCLE_WARMUP))
+    climb = progress / _ONE_CYCLE_WARMUP
     rest = (progress - _ONE_CYCLE_WARMUP) / (1.0 - _ONE_CYCLE_WARMUP)
-    return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * rest))
+    return ops.where(progress < _ONE_CYCLE_WARMUP,
+                     low + (peak - low) * 0.5 * (1.0 - ops.cos(math.pi * climb)),
+                     end + (peak - end) * 0.5 * (1.0 + ops.cos(math.pi * rest)))
+
+
+class _PythonOps:
+    """The few ``keras.ops`` functions :func:`scheduled_rate` uses, on Python floats."""
+
+    power, cos, maximum = staticmethod(math.pow), staticmethod(math.cos), staticmethod(max)
+
+    @staticmethod
+    def where(condition, if_true, if_false):
+        return if_true if condition else if_false
+
+
+def epoch_rates(phase, steps_per_epoch):
+    """The mean scheduled rate of each epoch of ``phase`` (recorded in ``history_``)."""
+    n_steps = phase.epochs * steps_per_epoch
+    return [float(np.mean([scheduled_rate(phase.schedule, phase.learning_rate, step, n_steps,
+                                          phase.min_rate)
+                           for step in range(epoch * steps_per_epoch,
+                                             (epoch + 1) * steps_per_epoch)]))
+            for epoch in range(phase.epochs)]
 
 
 @dataclass(frozen=True)
@@ -150,17 +177,19 @@ class Recipe:
         return (self.optimizer, self.weight_decay, self.layer_lr_decay, self.train_bn,
                 self.label_smoothing, self.ema_momentum)
 
-    def make_optimizer(self, rate_scales=None):
-        """A fresh optimizer; ``rate_scales`` maps ``id(variable)`` to its rate's factor."""
+    def make_optimizer(self, schedule="constant", rate_scales=None):
+        """A fresh optimizer of the recipe, with ``schedule`` (see :func:`scheduled_rate`)
+        computed inside its step and ``rate_scales`` (``id(variable)`` -> factor)."""
         optimizer_class, options = OPTIMIZERS[self.optimizer]
         options = dict(options)
         if self.weight_decay is not None:
             options["weight_decay"] = self.weight_decay
         if self.ema_momentum is not None:
             options.update(use_ema=True, ema_momentum=self.ema_momentum)
-        if rate_scales:
-            return _with_rate_scales(optimizer_class)(rate_scales, **options)
-        return optimizer_class(**options)
+        if schedule == "constant" and not rate_scales:
+            return optimizer_class(**options)
+        return _recipe_optimizer_class(optimizer_class)(schedule=schedule,
+                                                        rate_scales=rate_scales, **options)
 
     def loss(self, name):
         """The Keras loss for the targets' loss ``name`` (smoothed labels where asked)."""
@@ -173,27 +202,45 @@ class Recipe:
         raise ValueError(f"label_smoothing does not apply to the loss {name!r}.")
 
 
-_SCALED_CLASSES = {}
+_RECIPE_CLASSES = {}
 
 
-def _with_rate_scales(optimizer_class):
-    """``optimizer_class`` with a rate factor per variable (discriminative rates).
+def _recipe_optimizer_class(optimizer_class):
+    """``optimizer_class`` with a scheduled rate and a rate factor per variable.
 
-    Keras' optimizers take one rate; every backend's ``apply`` calls ``update_step``
-    once per variable with it, so scaling it there works on TensorFlow, JAX and
-    PyTorch alike, for any optimizer, adaptive ones included (scaling gradients
-    would not: Adam and RMSprop divide the scale out).
+    The schedule is computed from the optimizer's own iteration count inside the
+    compiled step, from variables of the optimizer (the phase's length, the range
+    test's start): a callback that assigned the rate between steps would be
+    ignored by JAX, whose ``fit`` carries the optimizer's state through an epoch.
+    The per-variable factors (discriminative rates) scale the rate passed to
+    ``update_step``, which every backend's ``apply`` calls once per variable: so
+    they work on TensorFlow, JAX and PyTorch, for any optimizer, adaptive ones
+    included (scaling gradients would not: Adam and RMSprop divide it out).
     """
-    if optimizer_class not in _SCALED_CLASSES:
-        class ScaledRates(optimizer_class):
-            def __init__(self, rate_scales, **options):
+    if optimizer_class not in _RECIPE_CLASSES:
+        class RecipeOptimizer(optimizer_class):
+            def __init__(self, schedule="constant", rate_scales=None, **options):
                 super().__init__(**options)
-                self.rate_scales = dict(rate_scales)
+                self.schedule = schedule
+                self.rate_scales = dict(rate_scales or {})
 
             def build(self, variables):
                 super().build(variables)
                 self._scale_of_index = [float(self.rate_scales.get(id(v), 1.0))
                                         for v in variables]
+                self.schedule_steps = self.add_variable((), "ones", name="schedule_steps")
+                self.schedule_low = self.add_variable((), "ones", name="schedule_low")
+
+            def start_schedule(self, n_steps, low=None):
+                """Set the phase's length (in steps) and the range test's start."""
+                self.schedule_steps.assign(float(n_steps))
+                self.schedule_low.assign(float(low or 1.0))
+
+            def _get_current_learning_rate(self):
+                peak = super()._get_current_learning_rate()
+                step = keras.ops.cast(self.iterations, peak.dtype)
+                return scheduled_rate(self.schedule, peak, step, self.schedule_steps,
+                                      self.schedule_low, ops=keras.ops)
 
             def update_step(self, gradient, variable, learning_rate):
                 scale = self._scale_of_index[self._get_variable_index(variable)]
@@ -201,9 +248,9 @@ def _with_rate_scales(optimizer_class):
                     learning_rate = learning_rate * scale
                 super().update_step(gradient, variable, learning_rate)
 
-        ScaledRates.__name__ = f"ScaledRates{optimizer_class.__name__}"
-        _SCALED_CLASSES[optimizer_class] = ScaledRates
-    return _SCALED_CLASSES[optimizer_class]
+        RecipeOptimizer.__name__ = f"Recipe{optimizer_class.__name__}"
+        _RECIPE_CLASSES[optimizer_class] = RecipeOptimizer
+    return _RECIPE_CLASSES[optimizer_class]
 
 
 class ArraySource:
@@ -286,28 +333,6 @@ class TrainingBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self.order = self.rng.permutation(self.indices)
-
-
-class RateSchedule(keras.callbacks.Callback):
-    """Sets the optimizer's rate before every step (the rate is a variable: no retrace)
-    and records each epoch's mean rate."""
-
-    def __init__(self, optimizer, phase, steps_per_epoch):
-        super().__init__()
-        self.optimizer, self.phase = optimizer, phase
-        self.n_steps = phase.epochs * steps_per_epoch
-        self.step, self.epoch_rates, self.rates = 0, [], []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        rate = scheduled_rate(self.phase.schedule, self.phase.learning_rate, self.step,
-                              self.n_steps, self.phase.min_rate)
-        self.optimizer.learning_rate = rate
-        self.epoch_rates.append(rate)
-        self.step += 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.rates.append(float(np.mean(self.epoch_rates)) if self.epoch_rates else 0.0)
-        self.epoch_rates = []
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -547,18 +572,17 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
         batch_structure = (train.targets.shape[1:], train.targets.dtype.str,
                            train.weights is None, validation is None)
         trainer = pooled.keep(
-            ("trainer", kind, loss, tuple(metrics), batch_structure, recipe.trace_key()),
+            ("trainer", kind, loss, tuple(metrics), batch_structure, recipe.trace_key(),
+             phase.schedule),
             lambda: Trainer(
                 make_model(),
-                lambda: recipe.make_optimizer(
-                    block_rate_scales(network, recipe.layer_lr_decay, phase.trains_from)),
+                lambda: recipe.make_optimizer(phase.schedule, block_rate_scales(
+                    network, recipe.layer_lr_decay, phase.trains_from)),
                 recipe.loss(loss), [_metric(name) for name in metrics]))
         trained = trainer.ready(phase.learning_rate)
+        if hasattr(trained.optimizer, "start_schedule"):
+            trained.optimizer.start_schedule(phase.epochs * len(train), phase.min_rate)
         phase_callbacks = []
-        schedule = None
-        if phase.schedule != "constant":
-            schedule = RateSchedule(trained.optimizer, phase, len(train))
-            phase_callbacks.append(schedule)
         if validation is not None and n_iter_no_change:
             phase_callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=n_iter_no_change, restore_best_weights=True))
@@ -570,9 +594,9 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
                              callbacks=phase_callbacks, verbose=verbose, shuffle=False)
         if recipe.train_bn and phase.trains_from is not None:
             recalibrate_batchnorm(network, inputs, train.indices, train.batch_size)
+        rates = epoch_rates(phase, len(train))
         for i in range(len(record.history.get("loss", []))):
-            entry = {"phase": phase.name, "epoch": len(history),
-                     "learning_rate": schedule.rates[i] if schedule else phase.learning_rate}
+            entry = {"phase": phase.name, "epoch": len(history), "learning_rate": rates[i]}
             entry.update({k: float(v[i]) for k, v in record.history.items()
                           if k != "learning_rate"})
             history.append(entry)

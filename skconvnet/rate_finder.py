@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ._finetune_base import FineTunedConvEstimator
-from ._training import Phase
+from ._training import Phase, scheduled_rate
 from ._validation import HasMethods, InstanceOf, Interval, Options, validate_params
 from .exceptions import InvalidParameterError
 from .plotting import _pyplot, smooth_curve
@@ -29,11 +29,14 @@ _SMOOTHING = 0.8
 
 
 class _LossRecorder(keras.callbacks.Callback):
-    """Each batch's rate and loss (Keras logs the epoch's running mean: undone here)."""
+    """Each batch's rate and loss (Keras logs the epoch's running mean: undone here).
 
-    def __init__(self, optimizer_of):
+    The rate is the schedule's for the step (the optimizer computes the same inside
+    its compiled step; JAX's ``fit`` does not write it back between steps)."""
+
+    def __init__(self, rate_of_step):
         super().__init__()
-        self.optimizer_of = optimizer_of
+        self.rate_of_step = rate_of_step
         self.rates, self.losses = [], []
         self.best = math.inf
 
@@ -41,8 +44,7 @@ class _LossRecorder(keras.callbacks.Callback):
         self.seen, self.previous_mean = 0, 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.rates.append(float(keras.ops.convert_to_numpy(
-            self.optimizer_of(self.model).learning_rate)))
+        self.rates.append(self.rate_of_step(len(self.rates)))
 
     def on_train_batch_end(self, batch, logs=None):
         mean = float(logs["loss"])
@@ -134,7 +136,7 @@ def suggest_learning_rate(estimator, X, y, *, min_rate=1e-7, max_rate=1.0, n_ste
         raise InvalidParameterError(f"min_rate must be below max_rate; got min_rate={min_rate!r}"
                                     f" and max_rate={max_rate!r}.")
     finder = clone(estimator)
-    n_batches = math.ceil(len(y) / finder.batch_size) if hasattr(y, "__len__") else 1
+    n_batches = max(1, math.ceil(len(y) / finder.batch_size))
     epochs = max(1, math.ceil(n_steps / max(n_batches, 1)))
     swept = {}
 
@@ -146,7 +148,9 @@ def suggest_learning_rate(estimator, X, y, *, min_rate=1e-7, max_rate=1.0, n_ste
                              max_rate, epochs, "range_test",
                              min_rate=min_rate)]
 
-    recorder = _LossRecorder(lambda model: model.optimizer)
+    n_total = epochs * n_batches
+    recorder = _LossRecorder(lambda step: scheduled_rate("range_test", max_rate, step, n_total,
+                                                         min_rate))
     finder._fit(X, y, None, phases_of=phases_of,
                 callbacks_of=lambda phase: [recorder] if phase.schedule == "range_test" else [])
     n = min(len(recorder.rates), len(recorder.losses), n_steps)

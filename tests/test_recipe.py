@@ -13,7 +13,7 @@ from sklearn.base import clone
 
 import skconvnet
 from skconvnet import FineTunedConvClassifier, suggest_learning_rate
-from skconvnet._training import LR_SCHEDULES, BatchMixing, scheduled_rate
+from skconvnet._training import LR_SCHEDULES, BatchMixing, Recipe, scheduled_rate
 from skconvnet.augmentation import TEST_TIME_VIEWS
 from skconvnet.exceptions import DivergenceWarning, InvalidParameterError
 from skconvnet.networks import block_rate_scales
@@ -142,6 +142,21 @@ def test_schedules_move_the_rate_as_documented():
     assert cycle[-1] < 1e-3
     sweep = [scheduled_rate("range_test", 1.0, step, 5, 1e-4) for step in range(5)]
     np.testing.assert_allclose(sweep, [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "one_cycle", "range_test"])
+def test_the_optimizer_computes_the_schedule_inside_its_step(schedule):
+    """The rate is computed from the optimizer's iteration count in the compiled step (a
+    callback assigning it between steps would be ignored by JAX's fit), by the formula
+    history_ records."""
+    optimizer = Recipe(optimizer="adam").make_optimizer(schedule)
+    optimizer.build([keras.Variable(np.zeros(3, dtype=np.float32))])
+    optimizer.learning_rate = 0.1
+    optimizer.start_schedule(50, 1e-5)
+    for step in (0, 3, 4, 5, 20, 49):
+        optimizer.iterations.assign(step)
+        rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        assert rate == pytest.approx(scheduled_rate(schedule, 0.1, step, 50, 1e-5), rel=1e-4)
 
 
 @pytest.mark.parametrize("schedule", LR_SCHEDULES)
