@@ -369,6 +369,13 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.best_loss, self.best_at = monitored, f"epoch {epoch + 1}"
             self.best_weights = self.model.get_weights()
 
+    def network_broke(self, inputs):
+        """Whether the model's weights, or its outputs for ``inputs``, are NaN or infinite."""
+        if not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            return True
+        outputs = keras.tree.flatten(self.model(inputs, training=False))
+        return not all(np.isfinite(keras.ops.convert_to_numpy(o)).all() for o in outputs)
+
     def on_train_end(self, logs=None):
         if self.diverged is None and self.last_loss is not None and self.last_loss > max(
                 _DIVERGED_FACTOR * self.best_loss, self.best_loss + _DIVERGED_MARGIN):
@@ -376,11 +383,14 @@ class DivergenceGuard(keras.callbacks.Callback):
         if self.diverged is None:
             return
         self.model.set_weights(self.best_weights)
+        kept = self.best_at or "its start"
+        if self.best_loss is not None and math.isfinite(self.best_loss):
+            kept += f", of loss {self.best_loss:.3g}"
         warnings.warn(
             f"{self.caller}: the {self.phase.name} phase diverged at learning rate "
             f"{self.phase.learning_rate:g} (its loss {self.diverged}); kept the weights of "
-            f"{self.best_at}, of loss {self.best_loss:.3g}. Lower the phase's learning rate "
-            "(skconvnet.suggest_learning_rate finds one).", DivergenceWarning, stacklevel=2)
+            f"{kept}. Lower the phase's learning rate (skconvnet.suggest_learning_rate finds "
+            "one).", DivergenceWarning, stacklevel=2)
 
 
 class ViewSource:
@@ -588,10 +598,22 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
                 monitor="val_loss", patience=n_iter_no_change, restore_best_weights=True))
         if callbacks_of is not None:
             phase_callbacks.extend(callbacks_of(phase))
+        guard = None
         if phase.schedule != "range_test":  # the finder's sweep is meant to blow up
-            phase_callbacks.append(DivergenceGuard(phase, caller))
-        record = trained.fit(train, validation_data=validation, epochs=phase.epochs,
-                             callbacks=phase_callbacks, verbose=verbose, shuffle=False)
+            guard = DivergenceGuard(phase, caller)
+            phase_callbacks.append(guard)
+        record = keras.callbacks.History()  # ours: it keeps the epochs of a fit that raised
+        phase_callbacks.append(record)
+        try:
+            trained.fit(train, validation_data=validation, epochs=phase.epochs,
+                        callbacks=phase_callbacks, verbose=verbose, shuffle=False)
+        except (RuntimeError, ValueError):
+            # Some backends' losses refuse NaN predictions (PyTorch's binary cross-entropy
+            # raises) before the guard sees a NaN loss: the weights tell.
+            if guard is None or not guard.network_broke(train[0][0]):
+                raise
+            guard.diverged = "became NaN"
+            guard.on_train_end()
         if recipe.train_bn and phase.trains_from is not None:
             recalibrate_batchnorm(network, inputs, train.indices, train.batch_size)
         rates = epoch_rates(phase, len(train))

@@ -280,6 +280,32 @@ def test_a_nan_loss_stops_the_phase_and_warns(shapes):
     assert np.isfinite(clf.predict_proba(X)).all()
 
 
+@pytest.mark.parametrize("break_network", [True, False])
+def test_a_backend_error_on_nan_outputs_counts_as_divergence(shapes, monkeypatch,
+                                                             break_network):
+    """PyTorch's binary cross-entropy raises on NaN predictions before a NaN loss is logged:
+    an error with a broken network is a divergence; with a sound one it is raised."""
+    X, y = shapes
+    real_fit = keras.Model.fit
+
+    def fit_then_fail(self, *args, **kwargs):
+        real_fit(self, *args, **{**kwargs, "epochs": 1})
+        if break_network:
+            for variable in self.trainable_variables:
+                variable.assign(np.full(variable.shape, np.nan, dtype=variable.dtype))
+        raise RuntimeError("all elements of input should be between 0 and 1")
+
+    monkeypatch.setattr(keras.Model, "fit", fit_then_fail)
+    clf = tiny_classifier(warmup_epochs=3)
+    if not break_network:
+        with pytest.raises(RuntimeError, match="between 0 and 1"):
+            clf.fit(X, y)
+        return
+    with pytest.warns(DivergenceWarning, match=r"warmup phase .*its loss became NaN"):
+        clf.fit(X, y)
+    assert np.isfinite(clf.predict_proba(X)).all() and len(clf.history_) == 1
+
+
 def test_a_healthy_fit_does_not_warn(shapes):
     X, y = shapes
     with warnings.catch_warnings():
