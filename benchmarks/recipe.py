@@ -42,7 +42,6 @@ from skconvnet import (  # noqa: E402
 )
 from skconvnet.datasets import fetch_fashion_mnist, fetch_food_photos  # noqa: E402
 
-BASE = "efficientnet_lite0"
 
 
 def load(name, limit=None):
@@ -65,8 +64,8 @@ SEED_RECIPE = dict(optimizer="rmsprop", lr_schedule="constant", weight_decay=Non
                    epochs=10, unfreeze=0, learning_rate=1e-5, warmup_learning_rate=1e-3)
 
 
-def rows(size):
-    common = dict(base=BASE, input_size=size, random_state=0)
+def rows(base, size):
+    common = dict(base=base, input_size=size, random_state=0)
     default = FineTunedConvClassifier(**common)
 
     def variant(**changes):
@@ -102,6 +101,7 @@ def rows(size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="fashion", choices=("food", "food-groups", "fashion"))
+    parser.add_argument("--base", default="efficientnet_lite0")
     parser.add_argument("--size", type=int, default=None,
                         help="input size (default: 96 for fashion, the base's 224 otherwise)")
     parser.add_argument("--folds", type=int, default=3)
@@ -113,7 +113,7 @@ def main():
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     size = args.size or (96 if args.set == "fashion" else 224)
-    table = rows(size)
+    table = rows(args.base, size)
     if args.list:
         print("\n".join(table))
         return
@@ -123,7 +123,7 @@ def main():
     splitter = StratifiedKFold(args.folds, shuffle=True, random_state=0)
     folds = list(splitter.split(np.zeros(len(y)), y))
     cpu = "with" if "avx512_bf16" in open("/proc/cpuinfo").read() else "without"
-    print(f"# {args.set}: {len(y)} images, {len(set(y.tolist()))} classes, {BASE} @{size}, "
+    print(f"# {args.set}: {len(y)} images, {len(set(y.tolist()))} classes, {args.base} @{size}, "
           f"{args.folds} folds; {os.cpu_count()} CPUs {cpu} avx512_bf16, "
           f"{platform.python_version()}; extra settings {extra or 'none'}")
     print("| row | accuracy | s per fit |\n|---|---|---|")
@@ -143,7 +143,8 @@ def main():
               f"{np.mean(seconds):.1f} |", flush=True)
         if args.json:
             with open(args.json, "a") as out:
-                out.write(json.dumps(dict(set=args.set, size=size, row=name, extra=extra,
+                out.write(json.dumps(dict(set=args.set, base=args.base, size=size, row=name,
+                                          extra=extra,
                                           scores=scores, seconds=seconds)) + "\n")
 
 

@@ -297,7 +297,9 @@ class FineTunedConvEstimator(ConvEstimator):
         if self._uses_cache(pooled.network, resolved) and not mixing:
             return CachedBottomInputs(pooled, resolved.cache_key, self.cache, source,
                                       self.batch_size, self.verbose)
-        return FullNetworkInputs(pooled.network, source)
+        augments = check_augment(type(self).__name__, self.augment) is not None
+        return FullNetworkInputs(pooled, source, self.batch_size,
+                                 precompute_warmup=not (augments or mixing))
 
     def _batches(self, source, targets, seed, mixing=None):
         """Training batches of the images with weight > 0 and, with ``validation_fraction``,

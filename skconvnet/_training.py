@@ -26,10 +26,10 @@ import keras
 import numpy as np
 
 from ._engine import Trainer
-from ._runtime import call_on_arrays
+from ._runtime import call_on_arrays, predict_source
 from .caching import cached_predict
 from .exceptions import DivergenceWarning
-from .networks import block_rate_scales, set_trainable_from
+from .networks import apply_layers, block_rate_scales, set_trainable_from
 
 __all__ = [
     "ArraySource",
@@ -426,19 +426,47 @@ def _whole_model(network):
 
 
 class FullNetworkInputs:
-    """Every phase trains the whole network on the images."""
+    """Phases train the whole network on the images.
 
-    def __init__(self, network, source):
-        self.network, self.source = network, source
+    With ``precompute_warmup`` (no augmentation or mixing: each image looks the same
+    every epoch), a warm-up, whose base is frozen, trains the head alone on the base's
+    (pooled) outputs, computed once per fit: one pass through the base instead of one
+    per epoch, so a long warm-up costs little.
+    """
+
+    def __init__(self, pooled, source, batch_size, precompute_warmup=False):
+        self.pooled, self.network, self.source = pooled, pooled.network, source
+        self.batch_size, self.precompute_warmup = batch_size, precompute_warmup
+
+    def for_phase(self, phase):
+        """``(kind, make_model, data)``: what the phase trains, on what."""
+        network = self.network
+        if phase.trains_from is None and self.precompute_warmup:
+            # The head's weightless first layers (pooling) run with the base.
+            n_fixed = next((i for i, layer in enumerate(network.head_layers) if layer.weights),
+                           len(network.head_layers))
+            features = self.pooled.keep(("model", "warmup-features"), lambda: _features_model(
+                network, network.head_layers[:n_fixed]))
+            data = ArraySource([np.asarray(predict_source(features, self.source,
+                                                          self.batch_size))])
+            trained = network.head_layers[n_fixed:]
+            return (("precomputed-head",),
+                    lambda: model_on_arrays(data, lambda x: apply_layers(trained, x), "head"),
+                    data)
+        return ("full", phase.trains_from), lambda: _whole_model(network), self.source
 
     def base_outputs_in_training(self, images):
         """The base's outputs for a batch of images (no augmentation), in training mode."""
         preprocessing = self.network.model.get_layer("preprocessing")
         return self.network.base(preprocessing(images), training=True)
 
-    def for_phase(self, phase):
-        """``(kind, make_model, data)``: what the phase trains, on what."""
-        return ("full", phase.trains_from), lambda: _whole_model(self.network), self.source
+
+def _features_model(network, fixed_head_layers):
+    """``image -> preprocessing -> base (inference mode) -> fixed_head_layers``."""
+    inputs = keras.Input(network.model.input.shape[1:], name="image")
+    x = network.model.get_layer("preprocessing")(inputs)
+    x = apply_layers(fixed_head_layers, network.base(x, training=False))
+    return keras.Model(inputs, x, name="warmup_features")
 
 
 class CachedBottomInputs:

@@ -112,12 +112,12 @@ def build_parser():
                       help="held-out folds (stratified); each approach is fitted once per fold")
     demo.add_argument("--limit", type=int, default=None,
                       help="use a random subset of N photos (quicker)")
-    demo.add_argument("--warmup-epochs", type=int, default=6)
-    demo.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs")
-    demo.add_argument("--only", nargs="+",
-                      default=["raw", "random", "features", "frozen", "finetuned"],
-                      choices=["raw", "random", "features", "frozen", "finetuned"],
-                      help="run only these approaches")
+    demo.add_argument("--warmup-epochs", type=int, default=DemoConfig.warmup_epochs,
+                      help="warm-up epochs of the frozen and searched rows")
+    demo.add_argument("--epochs", type=int, default=DemoConfig.epochs,
+                      help="fine-tuning epochs of the searched row")
+    demo.add_argument("--only", nargs="+", default=list(DemoConfig.approaches),
+                      choices=list(DemoConfig.approaches), help="run only these approaches")
     demo.add_argument("--output-dir", default=".", help="where the PNG pictures go")
     demo.add_argument("--no-plots", action="store_true", help="do not draw the pictures")
     demo.add_argument("--verbose", type=int, default=1)

@@ -7,9 +7,13 @@ food photos (plant vs animal) and prints one table:
 2. ``Pipeline([ConvFeatureExtractor, StandardScaler, LogisticRegression])``, with the
    base's random initialisation (what the architecture alone gives) and with its
    pretrained weights;
-3. ``FineTunedConvClassifier(unfreeze=0, augment="standard")`` (the seeds' approach II);
-4. ``FineTunedConvClassifier`` fine-tuned, ``unfreeze`` and ``learning_rate``
-   chosen by an inner ``GridSearchCV`` (frozen-layer cache on, so no augmentation).
+3. ``FineTunedConvClassifier(unfreeze=0, augment="standard")`` (the seeds' approach II,
+   with the seeds' optimizer and constant rate);
+4. ``FineTunedConvClassifier`` fine-tuned with the package's recipe, ``unfreeze`` and
+   ``learning_rate`` chosen by an inner ``GridSearchCV`` (frozen-layer cache on, so no
+   augmentation);
+5. ``FineTunedConvClassifier`` with its defaults, no search (only the demo's base,
+   weights and input size set).
 
 It also saves the training curves of a fine-tuned classifier and the feature
 maps of one photo as PNG files.
@@ -36,7 +40,10 @@ from .images import image_source
 from .inspection import inspect_base
 from .plotting import plot_feature_maps, plot_history
 
-__all__ = ["DemoConfig", "run_demo", "unfreeze_choices"]
+__all__ = ["DemoConfig", "SEARCHED_RATES", "run_demo", "unfreeze_choices"]
+
+#: The fine-tuning rates the demo's search tries.
+SEARCHED_RATES = [1e-3, 1e-4]
 
 
 @dataclass
@@ -54,7 +61,7 @@ class DemoConfig:
     output_dir: str = "."
     plots: bool = True
     verbose: int = 1
-    approaches: tuple = ("raw", "random", "features", "frozen", "finetuned")
+    approaches: tuple = ("raw", "random", "features", "frozen", "finetuned", "defaults")
     seed: int = 0
 
 
@@ -118,8 +125,11 @@ def run_demo(config, log=print):
     common = dict(base=config.base, weights=config.weights, layer=config.layer,
                   input_size=config.input_size)
     choices = unfreeze_choices(config.base, config.layer, config.input_size)
-    classifier = dict(common, head_units=256, dropout=0.5, warmup_epochs=config.warmup_epochs,
-                      warmup_learning_rate=1e-3, batch_size=32, random_state=config.seed)
+    classifier = dict(common, warmup_epochs=config.warmup_epochs, batch_size=32,
+                      random_state=config.seed)
+    # The seeds' approach II: their head, optimizer and constant rate.
+    seeds = dict(classifier, head_units=256, dropout=0.5, warmup_learning_rate=1e-3,
+                 optimizer="rmsprop", lr_schedule="constant", label_smoothing=0.0)
 
     def probe():
         return [StandardScaler(), LogisticRegression(max_iter=2000, C=0.1)]
@@ -136,15 +146,16 @@ def run_demo(config, log=print):
                                            *probe())),
         "frozen": (f"FineTunedConvClassifier, frozen base, augment='standard', "
                    f"{config.warmup_epochs} epochs",
-                   lambda: FineTunedConvClassifier(**classifier, unfreeze=0,
-                                                   augment="standard")),
+                   lambda: FineTunedConvClassifier(**seeds, unfreeze=0, augment="standard")),
         "finetuned": (f"FineTunedConvClassifier fine-tuned, GridSearchCV over unfreeze "
-                      f"{choices} x learning_rate [1e-4, 1e-5]",
+                      f"{choices} x learning_rate {SEARCHED_RATES}",
                       lambda: GridSearchCV(
                           FineTunedConvClassifier(**classifier, epochs=config.epochs,
                                                   cache="memory"),
-                          {"unfreeze": choices, "learning_rate": [1e-4, 1e-5]},
+                          {"unfreeze": choices, "learning_rate": SEARCHED_RATES},
                           cv=StratifiedKFold(2, shuffle=True, random_state=config.seed))),
+        "defaults": ("FineTunedConvClassifier with its defaults, no search",
+                     lambda: FineTunedConvClassifier(**common, random_state=config.seed)),
     }
     rows = []
     for key in config.approaches:
@@ -205,7 +216,7 @@ def _pictures(config, paths, labels, splits, classifier, rows, choices, say):
         return []
     os.makedirs(config.output_dir, exist_ok=True)
     found = [row["notes"][0] for row in rows if row["key"] == "finetuned" and row["notes"]]
-    best = found[0] if found else {"unfreeze": choices[-1], "learning_rate": 1e-4}
+    best = found[0] if found else {"unfreeze": choices[-1], "learning_rate": SEARCHED_RATES[-1]}
     say(f"training curves: fine-tuning with {best} and a 20% validation split ...")
     train = splits[0][0]
     clf = FineTunedConvClassifier(**dict(classifier, **best), epochs=config.epochs,

@@ -24,13 +24,14 @@ def test_reduced_demo_end_to_end(tmp_path):
     except DatasetUnavailableError as exc:
         pytest.skip(str(exc))
     assert [row["key"] for row in result["rows"]] == ["raw", "random", "features", "frozen",
-                                                      "finetuned"]
+                                                      "finetuned", "defaults"]
     for row in result["rows"]:
         assert len(row["scores"]) == 2 and ((0 <= row["scores"]) & (row["scores"] <= 1)).all()
         assert row["fit"] > 0 and row["predict"] > 0
     assert all(set(best) == {"unfreeze", "learning_rate"} for best in result["rows"][4]["notes"])
     table = result["table"].splitlines()
-    assert len(table) == 2 + 5 and table[2].startswith("| raw 32x32 pixels")
+    assert len(table) == 2 + 6 and table[2].startswith("| raw 32x32 pixels")
+    assert table[-1].startswith("| FineTunedConvClassifier with its defaults, no search |")
     assert any("fold 2/2" in line for line in lines)  # progress while it runs
     for picture in result["pictures"]:
         pixels = np.asarray(Image.open(picture).convert("L"))

@@ -225,6 +225,29 @@ def test_per_layer_updates_follow_the_decay(shapes):
         assert np.abs(undecayed_step).max() > 1e-5
 
 
+# --------------------------------------------------------------------------- warm-up
+@pytest.mark.parametrize("params, passes", [
+    (dict(), 1), (dict(augment="standard"), 0), (dict(mixup=0.4), 0)])
+def test_the_warmup_runs_the_frozen_base_once_without_augmentation(shapes, monkeypatch,
+                                                                   params, passes):
+    """A warm-up on unchanging images trains the head on the base's pooled outputs,
+    computed in one pass; augmented or mixed images go through the base every epoch."""
+    import skconvnet._training as training
+
+    X, y = shapes
+    calls = []
+    original = training.predict_source
+
+    def counting(model, source, *args, **kwargs):
+        calls.append(len(source))
+        return original(model, source, *args, **kwargs)
+
+    monkeypatch.setattr(training, "predict_source", counting)
+    clf = tiny_classifier(warmup_epochs=6, unfreeze=1, epochs=1, **params).fit(X, y)
+    assert calls == [len(X)] * passes
+    assert len(clf.history_) == 7
+
+
 # --------------------------------------------------------------------------- BatchNorm
 @pytest.mark.parametrize("train_bn", [False, True])
 def test_train_bn_decides_whether_unfrozen_batchnorm_updates(shapes, train_bn):
