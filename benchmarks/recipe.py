@@ -43,7 +43,6 @@ from skconvnet import (  # noqa: E402
 from skconvnet.datasets import fetch_fashion_mnist, fetch_food_photos  # noqa: E402
 
 
-
 def load(name, limit=None):
     if name == "fashion":
         images, labels = fetch_fashion_mnist("train")
