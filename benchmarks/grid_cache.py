@@ -181,6 +181,8 @@ def main():
             args.base, weights=args.weights, input_size=args.size, head_units=64,
             warmup_epochs=args.warmup_epochs, epochs=args.epochs,
             warmup_learning_rate=1e-3, batch_size=32, random_state=0,
+            # Issue #6's recipe (RMSprop, constant rates, BatchNorm frozen), as recorded.
+            optimizer="rmsprop", lr_schedule="constant", train_bn=False, label_smoothing=0.0,
             cache=folder if cache == "folder" else cache)
         start = time.perf_counter()
         with FitProfile() as profile:

@@ -30,7 +30,8 @@ def main():
     X, y = make_shapes(64, size=args.size)
     clf = FineTunedConvClassifier(args.base, weights=None, input_size=args.size, head_units=16,
                                   warmup_epochs=1, epochs=1, unfreeze=2, batch_size=16,
-                                  random_state=0)
+                                  random_state=0, optimizer="rmsprop", lr_schedule="constant",
+                                  train_bn=False)
     print(f"{args.fits} consecutive fits of {args.base} @{args.size}, 64 images, 2 epochs each")
     print("| fit | RSS (MiB) | peak RSS (MiB) | seconds | networks built so far |")
     print("|---|---|---|---|---|")

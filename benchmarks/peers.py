@@ -103,6 +103,10 @@ def run(name, n, size):
     else:
         from skconvnet import FineTunedConvClassifier
 
+        # The peer's model trains with RMSprop at one constant rate, BatchNorm frozen: the
+        # same recipe here, so the search compares engines, not recipes.
+        PEER_RECIPE = dict(optimizer="rmsprop", lr_schedule="constant", train_bn=False,
+                           label_smoothing=0.0)
         # One phase of EPOCHS epochs at the rate: the warm-up alone for unfreeze=0, the
         # fine-tuning phase alone (head and top layers) for unfreeze > 0.
         grid = [{"unfreeze": [0], "warmup_epochs": [EPOCHS], "epochs": [0],
@@ -111,7 +115,7 @@ def run(name, n, size):
                  "epochs": [EPOCHS], "learning_rate": GRID["learning_rate"]}]
         clf = FineTunedConvClassifier("mobilenetv2", weights=None, input_size=size,
                                       head_units=0, dropout=0.0, batch_size=BATCH,
-                                      random_state=0,
+                                      random_state=0, **PEER_RECIPE,
                                       cache="memory" if name.endswith("memory") else None)
         search = GridSearchCV(clf, grid, cv=cv).fit(X, y)
         best = search.best_params_

