@@ -23,7 +23,7 @@ X, photo, height = photo_patches(n_per_photo=60, size=48, seed=5)
 folds = KFold(3, shuffle=True, random_state=0)
 
 regressor = FineTunedConvRegressor("efficientnet_lite0", input_size=96, head_units=64,
-                                   warmup_epochs=8, warmup_learning_rate=1e-3,
+                                   warmup_epochs=8, warmup_learning_rate=1e-3, unfreeze=0,
                                    cache="memory", random_state=0)
 probe = make_pipeline(ConvFeatureExtractor("efficientnet_lite0", input_size=96,
                                            cache="memory"),
@@ -52,7 +52,7 @@ fig.tight_layout()
 # Multi-label: two tags per crop, "from the flower photo" and "from the lower half".
 Y = np.column_stack([photo == 1, height > 0.5]).astype(int)
 tagger = FineTunedConvClassifier("efficientnet_lite0", input_size=96, head_units=0,
-                                 warmup_epochs=6, warmup_learning_rate=1e-3,
+                                 warmup_epochs=6, warmup_learning_rate=1e-3, unfreeze=0,
                                  cache="memory", random_state=0)
 tags = cross_val_predict(tagger, X, Y, cv=folds)
 print("per-tag accuracy:", (tags == Y).mean(axis=0).round(3))

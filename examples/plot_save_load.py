@@ -21,7 +21,7 @@ from skconvnet.testing import photo_patches
 
 X, y, _ = photo_patches(n_per_photo=30, size=40, seed=3)
 clf = FineTunedConvClassifier("efficientnet_lite0", input_size=96, head_units=0,
-                              warmup_epochs=3, random_state=0).fit(X, y)
+                              warmup_epochs=3, unfreeze=0, random_state=0).fit(X, y)
 
 path = Path(tempfile.mkdtemp()) / "patches.skconvnet"
 skconvnet.save(clf, path)

@@ -15,7 +15,10 @@ from dataclasses import replace
 from functools import partial
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.model_selection import train_test_split
+from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import _num_samples
 
 from ._base import SHARED_CONSTRAINTS, SHARED_PARAMETER_DOCS, ConvEstimator
 from ._engine import NETWORK_POOL
@@ -32,13 +35,17 @@ from ._training import (
     predict_through_cache,
     run_phases,
 )
-from ._validation import HasMethods, InstanceOf, Interval, Options
+from ._validation import HasMethods, InstanceOf, Interval, Options, resolve_seed
 from .augmentation import TEST_TIME_VIEWS, check_augment
 from .caching import model_key
 from .exceptions import InvalidParameterError
 from .networks import build_finetuned_network, draw_initial_weights, set_trainable_from
 
-__all__ = ["FINETUNE_CONSTRAINTS", "FINETUNE_PARAMETER_DOCS", "FineTunedConvEstimator"]
+__all__ = ["AUTO_VALIDATION_FRACTION", "FINETUNE_CONSTRAINTS", "FINETUNE_PARAMETER_DOCS",
+           "FineTunedConvEstimator"]
+
+#: The share of the training images ``unfreeze="auto"`` holds out to compare depths.
+AUTO_VALIDATION_FRACTION = 0.2
 
 _RATE = Interval(numbers.Real, 0.0, None, closed="right")
 
@@ -52,7 +59,7 @@ FINETUNE_CONSTRAINTS = {
     "warmup_epochs": [Interval(numbers.Integral, 0, None)],
     "epochs": [Interval(numbers.Integral, 0, None)],
     "unfreeze": [Interval(numbers.Integral, 0, None),
-                 InstanceOf(str, "a layer name of the base or 'all'")],
+                 InstanceOf(str, "a layer name of the base, 'all' or 'auto'")],
     "learning_rate": [_RATE],
     "warmup_learning_rate": [_RATE],
     "distribution": [Options(None, "mirrored"), HasMethods(
@@ -87,7 +94,13 @@ Epochs of phase 2 (top of the base and head); unused when ``unfreeze=0``."""),
     "unfreeze": ("int or str", """\
 What phase 2 trains: ``0`` nothing (phase 2 is skipped), an int N the top N
 layers of the base that have weights (BatchNormalization not counted), a layer
-name (that layer and all above it, e.g. ``"block5_conv1"``), or ``"all"``."""),
+name (that layer and all above it, e.g. ``"block5_conv1"``), ``"all"``, or
+``"auto"``: hold out a fifth of the training images (stratified for
+classes), train both ``0`` and ``"all"`` on the rest, and fit on all images
+with the one of lower held-out loss (log loss; squared error for the
+regressor), recorded in ``unfreeze_`` and ``unfreeze_validation_loss_``.
+Costs about twice a fine-tuning fit; chooses the head alone where the
+pretrained features are already right for the task."""),
     "learning_rate": ("float", """\
 Learning rate of phase 2 (its peak, with a schedule)."""),
     "warmup_learning_rate": ("float", """\
@@ -156,7 +169,8 @@ class FineTunedConvEstimator(ConvEstimator):
     _fitted_attribute = "n_outputs_"
     _required_fitted_names = frozenset({"input_size_", "history_", "n_trainable_layers_",
                                         "n_outputs_", "out_activation_"})
-    _fitted_attribute_names = _required_fitted_names | {"n_features_in_"}
+    _fitted_attribute_names = _required_fitted_names | {"n_features_in_", "unfreeze_",
+                                                        "unfreeze_validation_loss_"}
 
     def fit(self, X, y, sample_weight=None):
         """Train the head, then fine-tune the top of the base.
@@ -176,18 +190,58 @@ class FineTunedConvEstimator(ConvEstimator):
         self : object
             The fitted estimator.
         """
-        return self._fit(X, y, sample_weight, phases_of=self._phases)
+        self._resolve()  # every parameter checked before the first candidate trains
+        unfreeze, losses = self.unfreeze, None
+        if unfreeze == "auto":
+            unfreeze, losses = self._choose_unfreeze(X, y, sample_weight)
+        self._fit(X, y, sample_weight, phases_of=self._phases, unfreeze=unfreeze)
+        if losses is None:
+            self.__dict__.pop("unfreeze_validation_loss_", None)
+        else:
+            self.unfreeze_validation_loss_ = losses
+        return self
 
-    def _fit(self, X, y, sample_weight, *, phases_of, callbacks_of=None):
-        """``fit``, running the phases ``phases_of(network)`` (the learning-rate finder
-        runs its sweep this way), with the Keras callbacks ``callbacks_of(phase)``."""
+    def _choose_unfreeze(self, X, y, sample_weight):
+        """``unfreeze="auto"``: the warm-up alone (0) or fine-tuning every layer ("all"),
+        whichever has the lower loss on a held-out split of the training data; returns it
+        and both losses."""
+        indices = np.arange(_num_samples(X))
+        seed = resolve_seed(self.random_state)
+        try:  # stratified where every class has two images at least
+            train, held_out = train_test_split(
+                indices, test_size=AUTO_VALIDATION_FRACTION, random_state=seed or 0,
+                stratify=self._stratification_of(y))
+        except ValueError:
+            train, held_out = train_test_split(indices, test_size=AUTO_VALIDATION_FRACTION,
+                                               random_state=seed or 0)
+        weights = None if sample_weight is None else np.asarray(sample_weight)
+        losses = {}
+        for unfreeze in (0, "all"):
+            candidate = clone(self).set_params(unfreeze=unfreeze)
+            candidate.fit(_safe_indexing(X, train), _safe_indexing(y, train),
+                          None if weights is None else weights[train])
+            losses[str(unfreeze)] = float(candidate._held_out_loss(
+                _safe_indexing(X, held_out), _safe_indexing(y, held_out),
+                None if weights is None else weights[held_out]))
+        return ("all" if losses["all"] < losses["0"] else 0), losses
+
+    def _stratification_of(self, y):
+        """What to stratify ``unfreeze="auto"``'s split on (None: do not)."""
+        return None
+
+    def _fit(self, X, y, sample_weight, *, phases_of, unfreeze=None, callbacks_of=None):
+        """``fit`` with ``unfreeze`` resolved (not "auto"), running the phases
+        ``phases_of(network)`` (the learning-rate finder runs its sweep this way), with
+        the Keras callbacks ``callbacks_of(phase)``."""
+        unfreeze = self.unfreeze if unfreeze is None else unfreeze
         resolved = self._resolve()
         source = self._source(X, resolved)
         targets = self._encode_targets(y, len(source), sample_weight)
-        signature = self._network_signature(resolved, targets.n_outputs, targets.activation)
+        signature = self._network_signature(resolved, targets.n_outputs, targets.activation,
+                                            unfreeze)
         with seeded(resolved.seed), distribution_scope(self.distribution), NETWORK_POOL.lease(
                 signature, lambda: self._build_network(resolved, targets.n_outputs,
-                                                       targets.activation),
+                                                       targets.activation, unfreeze),
                 self._network_model, mutable_of=_trainable_part) as pooled:
             self._start_from_initial_weights(pooled, resolved)
             network = pooled.network
@@ -221,6 +275,7 @@ class FineTunedConvEstimator(ConvEstimator):
         self.history_ = history
         self.input_size_ = resolved.input_size
         self.n_trainable_layers_ = network.n_layers_trained_from(network.start)
+        self.unfreeze_ = unfreeze
         self._record_input_width(source)
         return self
 
@@ -229,6 +284,12 @@ class FineTunedConvEstimator(ConvEstimator):
         resolved = super()._resolve()
         caller = type(self).__name__
         check_augment(caller, self.augment)
+        if self.unfreeze == "auto" and (self.warmup_epochs == 0 or self.epochs == 0):
+            raise InvalidParameterError(
+                f"unfreeze='auto' makes {caller} compare the warm-up alone with fine-tuning, "
+                f"so it needs warmup_epochs >= 1 and epochs >= 1; got warmup_epochs="
+                f"{self.warmup_epochs!r} and epochs={self.epochs!r}. Set unfreeze to a depth "
+                "instead.")
         if self.warmup_epochs == 0 and (self.epochs == 0 or self.unfreeze == 0):
             raise InvalidParameterError(
                 f"{caller} would train nothing: warmup_epochs=0 and "
@@ -237,14 +298,21 @@ class FineTunedConvEstimator(ConvEstimator):
             )
         return resolved
 
-    def _build_network(self, resolved, n_outputs=None, activation=None):
+    def _fitted_unfreeze(self):
+        """The depth ``fit`` trained (``unfreeze`` itself unless it was "auto")."""
+        return getattr(self, "unfreeze_", self.unfreeze)
+
+    def _build_network(self, resolved, n_outputs=None, activation=None, unfreeze=None):
         if n_outputs is None:  # rebuilding a fitted estimator: as training left it
-            network = self._build_network(resolved, self.n_outputs_, self.out_activation_)
+            network = self._build_network(resolved, self.n_outputs_, self.out_activation_,
+                                          self._fitted_unfreeze())
             set_trainable_from(network.base, network.start, train_bn=self.train_bn)
             return network
+        if unfreeze is None:
+            unfreeze = self._fitted_unfreeze()
         return build_finetuned_network(
             resolved.spec, self.base, weights=resolved.weights, size=resolved.input_size,
-            seed=resolved.seed, layer=self.layer, unfreeze=self.unfreeze, pooling=self.pooling,
+            seed=resolved.seed, layer=self.layer, unfreeze=unfreeze, pooling=self.pooling,
             head_units=self.head_units, dropout=self.dropout, n_outputs=n_outputs,
             activation=activation, augment_settings=check_augment(type(self).__name__,
                                                                   self.augment),
@@ -253,7 +321,7 @@ class FineTunedConvEstimator(ConvEstimator):
     def _network_model(self, network):
         return network.model
 
-    def _network_signature(self, resolved, n_outputs, activation):
+    def _network_signature(self, resolved, n_outputs, activation, unfreeze):
         """What makes two fits' networks interchangeable (see :mod:`skconvnet._engine`);
         None where the network cannot be shared: a user's keras.Model base, weights
         without an identity, a distribution strategy."""
@@ -262,7 +330,7 @@ class FineTunedConvEstimator(ConvEstimator):
             return None
         augment = check_augment(type(self).__name__, self.augment)
         return (type(self).__name__, resolved.spec.name, resolved.weights_identity,
-                repr(self.layer), repr(self.unfreeze), self.pooling, self.head_units,
+                repr(self.layer), repr(unfreeze), self.pooling, self.head_units,
                 float(self.dropout), n_outputs, activation,
                 repr(sorted(augment.items())) if augment else None, resolved.input_size,
                 self.precision, resolved.seed)
@@ -358,7 +426,8 @@ class FineTunedConvEstimator(ConvEstimator):
         """
         source = self._fitted_source(X)
         resolved = self._resolved
-        signature = self._network_signature(resolved, self.n_outputs_, self.out_activation_)
+        signature = self._network_signature(resolved, self.n_outputs_, self.out_activation_,
+                                            self._fitted_unfreeze())
         if signature is None or "_network" in self.__dict__ or \
                 "_network_weights" not in self.__dict__:
             return self._averaged_over_views(source, lambda view_source, view: predict_source(

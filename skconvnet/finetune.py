@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 from sklearn.base import ClassifierMixin
+from sklearn.metrics import log_loss
 
 from ._finetune_base import FINETUNE_CONSTRAINTS, FINETUNE_PARAMETER_DOCS, FineTunedConvEstimator
 from ._base import document_parameters
@@ -130,7 +131,7 @@ pasted in, the targets mixed by its area, drawn from Beta(cutmix, cutmix); 0
 for none. With ``mixup`` as well, each batch gets one of the two at random."""),
     }
     _required_fitted_names = FineTunedConvEstimator._required_fitted_names | {"classes_"}
-    _fitted_attribute_names = _required_fitted_names | {"n_features_in_"}
+    _fitted_attribute_names = FineTunedConvEstimator._fitted_attribute_names | {"classes_"}
 
     def __init__(
         self,
@@ -138,23 +139,23 @@ for none. With ``mixup`` as well, each batch gets one of the two at random."""),
         *,
         weights="imagenet",
         layer=None,
-        input_size=150,
+        input_size=None,
         pooling="avg",
-        head_units=256,
-        dropout=0.5,
+        head_units=0,
+        dropout=0.2,
         augment=None,
-        warmup_epochs=5,
+        warmup_epochs=20,
         epochs=10,
-        unfreeze=0,
-        learning_rate=1e-5,
-        warmup_learning_rate=1e-3,
-        optimizer="rmsprop",
+        unfreeze="auto",
+        learning_rate=3e-3,
+        warmup_learning_rate=3e-3,
+        optimizer="adamw",
         weight_decay=None,
-        lr_schedule="constant",
+        lr_schedule="cosine",
         layer_lr_decay=1.0,
-        train_bn=False,
+        train_bn=True,
         ema_momentum=None,
-        label_smoothing=0.0,
+        label_smoothing=0.1,
         mixup=0.0,
         cutmix=0.0,
         tta=0,
@@ -184,6 +185,22 @@ for none. With ``mixup`` as well, each batch gets one of the two at random."""),
 
     def _recipe(self):
         return replace(super()._recipe(), label_smoothing=float(self.label_smoothing))
+
+    def _stratification_of(self, y):
+        y = np.asarray(y)
+        return y if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1) else None
+
+    def _held_out_loss(self, X, y, sample_weight):
+        """Log loss on held-out images (``unfreeze="auto"``): per label for multi-label."""
+        proba = self.predict_proba(X)
+        if self._multilabel:
+            y, p = np.asarray(y, dtype=float), np.clip(proba, 1e-7, 1 - 1e-7)
+            per_image = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
+            return float(np.average(per_image, weights=sample_weight))
+        y = np.asarray(y).ravel()
+        known = np.isin(y, self.classes_)  # a class the training part lacked is not scored
+        return log_loss(y[known], proba[known], labels=self.classes_,
+                        sample_weight=None if sample_weight is None else sample_weight[known])
 
     def _batch_mixing(self, seed):
         mixing = BatchMixing(self.mixup, self.cutmix, seed)

@@ -151,7 +151,9 @@ def suggest_learning_rate(estimator, X, y, *, min_rate=1e-7, max_rate=1.0, n_ste
     n_total = epochs * n_batches
     recorder = _LossRecorder(lambda step: scheduled_rate("range_test", max_rate, step, n_total,
                                                          min_rate))
-    finder._fit(X, y, None, phases_of=phases_of,
+    # "auto" compares the warm-up alone with fine-tuning every layer: sweep the latter.
+    unfreeze = "all" if estimator.unfreeze == "auto" else estimator.unfreeze
+    finder._fit(X, y, None, phases_of=phases_of, unfreeze=unfreeze,
                 callbacks_of=lambda phase: [recorder] if phase.schedule == "range_test" else [])
     n = min(len(recorder.rates), len(recorder.losses), n_steps)
     rates, losses = recorder.rates[:n], recorder.losses[:n]

@@ -82,7 +82,8 @@ Huber, mean absolute error)."""),
     }
     _required_fitted_names = FineTunedConvEstimator._required_fitted_names | {
         "target_mean_", "target_scale_"}
-    _fitted_attribute_names = _required_fitted_names | {"n_features_in_"}
+    _fitted_attribute_names = FineTunedConvEstimator._fitted_attribute_names | \
+        _required_fitted_names
 
     def __init__(
         self,
@@ -90,21 +91,21 @@ Huber, mean absolute error)."""),
         *,
         weights="imagenet",
         layer=None,
-        input_size=150,
+        input_size=None,
         pooling="avg",
-        head_units=256,
-        dropout=0.5,
+        head_units=0,
+        dropout=0.2,
         augment=None,
-        warmup_epochs=5,
+        warmup_epochs=20,
         epochs=10,
-        unfreeze=0,
-        learning_rate=1e-5,
-        warmup_learning_rate=1e-3,
-        optimizer="rmsprop",
+        unfreeze="auto",
+        learning_rate=3e-3,
+        warmup_learning_rate=3e-3,
+        optimizer="adamw",
         weight_decay=None,
-        lr_schedule="constant",
+        lr_schedule="cosine",
         layer_lr_decay=1.0,
-        train_bn=False,
+        train_bn=True,
         ema_momentum=None,
         tta=0,
         batch_size=32,
@@ -120,6 +121,12 @@ Huber, mean absolute error)."""),
         verbose=0,
     ):
         self._store_parameters(locals())
+
+    def _held_out_loss(self, X, y, sample_weight):
+        """Squared error on held-out images in standardised units (``unfreeze="auto"``)."""
+        errors = (self.predict(X) - np.asarray(y, dtype=float)) / self.target_scale_
+        per_image = errors ** 2 if errors.ndim == 1 else (errors ** 2).mean(axis=1)
+        return float(np.average(per_image, weights=sample_weight))
 
     def _encode_targets(self, y, n_images, sample_weight):
         return encode_regression_targets(y, n_images, sample_weight, self.loss,

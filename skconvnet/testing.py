@@ -84,7 +84,7 @@ def tiny_classifier(**params):
     override (e.g. ``unfreeze=1`` to add a fine-tuning phase of 1 epoch at 1e-3).
     """
     defaults = dict(base="tiny", weights=None, input_size=16, head_units=16, dropout=0.2,
-                    warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
+                    warmup_epochs=2, epochs=1, unfreeze=0, warmup_learning_rate=1e-2,
                     learning_rate=1e-3, batch_size=8, random_state=0)
     return FineTunedConvClassifier(**{**defaults, **params})
 
@@ -92,7 +92,7 @@ def tiny_classifier(**params):
 def tiny_regressor(**params):
     """A :class:`FineTunedConvRegressor` on the tiny base, as :func:`tiny_classifier` is."""
     defaults = dict(base="tiny", weights=None, input_size=16, head_units=16, dropout=0.2,
-                    warmup_epochs=2, epochs=1, warmup_learning_rate=1e-2,
+                    warmup_epochs=2, epochs=1, unfreeze=0, warmup_learning_rate=1e-2,
                     learning_rate=1e-3, batch_size=8, random_state=0)
     return FineTunedConvRegressor(**{**defaults, **params})
 

@@ -225,6 +225,64 @@ def test_per_layer_updates_follow_the_decay(shapes):
         assert np.abs(undecayed_step).max() > 1e-5
 
 
+# --------------------------------------------------------------------------- unfreeze="auto"
+def test_auto_unfreeze_keeps_the_depth_of_lower_held_out_loss(three_classes, tmp_path):
+    X, y = three_classes
+    clf = tiny_classifier(unfreeze="auto", epochs=2).fit(X, y)
+    losses = clf.unfreeze_validation_loss_
+    assert set(losses) == {"0", "all"} and all(np.isfinite(v) for v in losses.values())
+    assert clf.unfreeze_ == ("all" if losses["all"] < losses["0"] else 0)
+    assert clf.unfreeze == "auto"  # the parameter is left as it was
+    # The final model is the chosen depth fitted on every image.
+    chosen = tiny_classifier(unfreeze=clf.unfreeze_, epochs=2).fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), chosen.predict_proba(X), atol=1e-6)
+    assert clf.n_trainable_layers_ == chosen.n_trainable_layers_
+    path = tmp_path / "auto.skconvnet"
+    skconvnet.save(clf, path)
+    loaded = skconvnet.load(path)
+    assert loaded.unfreeze_ == clf.unfreeze_ and loaded.unfreeze_validation_loss_ == losses
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), atol=1e-6)
+    # A depth set by hand records itself and no comparison.
+    assert not hasattr(chosen, "unfreeze_validation_loss_") and chosen.unfreeze_ == clf.unfreeze_
+
+
+def test_auto_unfreeze_compares_on_a_held_out_fifth(three_classes, monkeypatch):
+    X, y = three_classes
+    seen = []
+    real_fit = FineTunedConvClassifier.fit
+
+    def recording_fit(self, X, y, sample_weight=None):
+        seen.append((self.unfreeze, len(X)))
+        return real_fit(self, X, y, sample_weight)
+
+    monkeypatch.setattr(FineTunedConvClassifier, "fit", recording_fit)
+    tiny_classifier(unfreeze="auto").fit(X, y)
+    assert seen == [("auto", 40), (0, 32), ("all", 32)]
+
+
+def test_auto_unfreeze_works_for_regression_and_multilabel(shapes):
+    X, y = shapes
+    reg = tiny_regressor(unfreeze="auto").fit(X, np.arange(40.0))
+    assert reg.unfreeze_ in (0, "all") and set(reg.unfreeze_validation_loss_) == {"0", "all"}
+    labels = np.stack([y, 1 - y, y], axis=1)
+    multi = tiny_classifier(unfreeze="auto").fit(X, labels)
+    assert multi.unfreeze_ in (0, "all") and multi.predict(X).shape == (40, 3)
+
+
+def test_auto_unfreeze_needs_both_phases(shapes):
+    X, y = shapes
+    with pytest.raises(InvalidParameterError, match=r"unfreeze='auto' makes "
+                                                    r"FineTunedConvClassifier compare .* "
+                                                    r"got warmup_epochs=2 and epochs=0"):
+        tiny_classifier(unfreeze="auto", epochs=0).fit(X, y)
+
+
+def test_the_rate_finder_sweeps_every_layer_for_auto(shapes):
+    X, y = shapes
+    rate = suggest_learning_rate(tiny_classifier(unfreeze="auto"), X, y, n_steps=10)
+    assert rate.phase == "finetune"
+
+
 # --------------------------------------------------------------------------- warm-up
 @pytest.mark.parametrize("params, passes", [
     (dict(), 1), (dict(augment="standard"), 0), (dict(mixup=0.4), 0)])
