@@ -110,7 +110,9 @@ Train one model on several devices of this machine (data parallel).
 ``"mirrored"`` uses every GPU (``tf.distribute.MirroredStrategy()`` on
 TensorFlow, ``keras.distribution.DataParallel()`` on JAX); or pass your own
 ``tf.distribute.Strategy`` or ``keras.distribution.Distribution``.
-``batch_size`` is the global batch, split evenly over the replicas."""),
+``batch_size`` is the global batch, split evenly over the replicas. With
+``train_bn=True`` each replica normalises its part of the batch with its own
+statistics (Keras' BatchNormalization is not synchronized)."""),
     "validation_fraction": ("float or None", """\
 Hold out this fraction of the training data (stratified for single-label
 classes) to monitor ``val_loss`` and the metrics (recorded in ``history_``)."""),

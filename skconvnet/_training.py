@@ -345,6 +345,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         super().__init__()
         self.phase, self.caller = phase, caller
         self.diverged = None
+        self.kept_start = False  # whether the phase's starting weights were put back
 
     def on_train_begin(self, logs=None):
         self.best_weights, self.best_loss, self.best_at = self.model.get_weights(), None, None
@@ -383,6 +384,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         if self.diverged is None:
             return
         self.model.set_weights(self.best_weights)
+        self.kept_start = self.best_at in (None, "its start")
         kept = self.best_at or "its start"
         if self.best_loss is not None and math.isfinite(self.best_loss):
             kept += f", of loss {self.best_loss:.3g}"
@@ -642,7 +644,10 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
                 raise
             guard.diverged = "became NaN"
             guard.on_train_end()
-        if recipe.train_bn and phase.trains_from is not None:
+        # Statistics for the trained weights; not where the guard put back the phase's
+        # starting weights, whose statistics are those the phase started with.
+        if recipe.train_bn and phase.trains_from is not None and not (
+                guard is not None and guard.kept_start):
             recalibrate_batchnorm(network, inputs, train.indices, train.batch_size)
         rates = epoch_rates(phase, len(train))
         for i in range(len(record.history.get("loss", []))):

@@ -56,6 +56,7 @@ WRITER = textwrap.dedent(
     X, y = make_shapes(40)
     clf = FineTunedConvClassifier("tiny", weights=None, input_size=16, head_units=8,
                                   warmup_epochs=1, unfreeze=1, epochs=1, batch_size=8,
+                                  dropout=0.5, learning_rate=1e-5, warmup_learning_rate=1e-3,
                                   cache=sys.argv[1], random_state=0).fit(X, y)
     np.save(sys.argv[2], clf.predict_proba(X))
     """

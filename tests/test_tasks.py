@@ -47,7 +47,9 @@ def _multilabel_data(n=32):
 # --------------------------------------------------------------------------- regression
 def test_regressor_learns_a_target_and_maps_back_its_units():
     X, y, Y = _brightness_data()
-    reg = tiny_regressor(warmup_epochs=30, head_units=8, unfreeze=1, epochs=5).fit(X, y)
+    # A constant rate: the cosine default's decay leaves this 40-image fit short of trained.
+    reg = tiny_regressor(warmup_epochs=30, head_units=8, unfreeze=1, epochs=5,
+                         lr_schedule="constant").fit(X, y)
     predicted = reg.predict(X)
     assert predicted.shape == (len(X),)
     assert reg.score(X, y) > 0.5  # R^2 on its training data
@@ -86,7 +88,7 @@ def test_grid_search_r2_is_the_same_with_and_without_the_cache():
 # --------------------------------------------------------------------------- multi-label
 def test_multilabel_classifier():
     X, Y = _multilabel_data()
-    clf = tiny_classifier(warmup_epochs=25, head_units=8).fit(X, Y)
+    clf = tiny_classifier(warmup_epochs=25, head_units=8, lr_schedule="constant").fit(X, Y)
     assert clf.history_[-1]["loss"] < 0.9 * clf.history_[0]["loss"]
     assert clf.history_[-1]["accuracy"] > 0.6  # per label
     proba = clf.predict_proba(X)
@@ -190,7 +192,7 @@ def test_grid_search_routes_sample_weight_per_fold():
     weights = np.arange(1, 17, dtype=float)
     cv = KFold(2, shuffle=True, random_state=0)
     params = FineTunedConvClassifier.__init__.__kwdefaults__ | dict(
-        base="tiny", weights=None, input_size=16, head_units=4, warmup_epochs=1,
+        base="tiny", weights=None, input_size=16, head_units=4, warmup_epochs=1, unfreeze=0,
         batch_size=8, random_state=0)
     _Recording.received = []
     with sklearn.config_context(enable_metadata_routing=True):
