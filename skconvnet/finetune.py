@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import numpy as np
 from sklearn.base import ClassifierMixin
-from sklearn.metrics import log_loss
 
 from ._finetune_base import FINETUNE_CONSTRAINTS, FINETUNE_PARAMETER_DOCS, FineTunedConvEstimator
 from ._base import document_parameters
@@ -189,18 +188,6 @@ for none. With ``mixup`` as well, each batch gets one of the two at random."""),
     def _stratification_of(self, y):
         y = np.asarray(y)
         return y if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1) else None
-
-    def _held_out_loss(self, X, y, sample_weight):
-        """Log loss on held-out images (``unfreeze="auto"``): per label for multi-label."""
-        proba = self.predict_proba(X)
-        if self._multilabel:
-            y, p = np.asarray(y, dtype=float), np.clip(proba, 1e-7, 1 - 1e-7)
-            per_image = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
-            return float(np.average(per_image, weights=sample_weight))
-        y = np.asarray(y).ravel()
-        known = np.isin(y, self.classes_)  # a class the training part lacked is not scored
-        return log_loss(y[known], proba[known], labels=self.classes_,
-                        sample_weight=None if sample_weight is None else sample_weight[known])
 
     def _batch_mixing(self, seed):
         mixing = BatchMixing(self.mixup, self.cutmix, seed)

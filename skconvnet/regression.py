@@ -122,12 +122,6 @@ Huber, mean absolute error)."""),
     ):
         self._store_parameters(locals())
 
-    def _held_out_loss(self, X, y, sample_weight):
-        """Squared error on held-out images in standardised units (``unfreeze="auto"``)."""
-        errors = (self.predict(X) - np.asarray(y, dtype=float)) / self.target_scale_
-        per_image = errors ** 2 if errors.ndim == 1 else (errors ** 2).mean(axis=1)
-        return float(np.average(per_image, weights=sample_weight))
-
     def _encode_targets(self, y, n_images, sample_weight):
         return encode_regression_targets(y, n_images, sample_weight, self.loss,
                                          type(self).__name__)

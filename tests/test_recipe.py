@@ -226,12 +226,12 @@ def test_per_layer_updates_follow_the_decay(shapes):
 
 
 # --------------------------------------------------------------------------- unfreeze="auto"
-def test_auto_unfreeze_keeps_the_depth_of_lower_held_out_loss(three_classes, tmp_path):
+def test_auto_unfreeze_keeps_the_depth_of_higher_held_out_score(three_classes, tmp_path):
     X, y = three_classes
     clf = tiny_classifier(unfreeze="auto", epochs=2).fit(X, y)
-    losses = clf.unfreeze_validation_loss_
-    assert set(losses) == {"0", "all"} and all(np.isfinite(v) for v in losses.values())
-    assert clf.unfreeze_ == ("all" if losses["all"] < losses["0"] else 0)
+    scores = clf.unfreeze_scores_
+    assert set(scores) == {"0", "all"} and all(0 <= v <= 1 for v in scores.values())
+    assert clf.unfreeze_ == ("all" if scores["all"] > scores["0"] else 0)
     assert clf.unfreeze == "auto"  # the parameter is left as it was
     # The final model is the chosen depth fitted on every image.
     chosen = tiny_classifier(unfreeze=clf.unfreeze_, epochs=2).fit(X, y)
@@ -240,30 +240,49 @@ def test_auto_unfreeze_keeps_the_depth_of_lower_held_out_loss(three_classes, tmp
     path = tmp_path / "auto.skconvnet"
     skconvnet.save(clf, path)
     loaded = skconvnet.load(path)
-    assert loaded.unfreeze_ == clf.unfreeze_ and loaded.unfreeze_validation_loss_ == losses
+    assert loaded.unfreeze_ == clf.unfreeze_ and loaded.unfreeze_scores_ == scores
     np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), atol=1e-6)
     # A depth set by hand records itself and no comparison.
-    assert not hasattr(chosen, "unfreeze_validation_loss_") and chosen.unfreeze_ == clf.unfreeze_
+    assert not hasattr(chosen, "unfreeze_scores_") and chosen.unfreeze_ == clf.unfreeze_
 
 
-def test_auto_unfreeze_compares_on_a_held_out_fifth(three_classes, monkeypatch):
+def test_auto_unfreeze_cross_validates_on_the_training_images(three_classes, monkeypatch):
+    """Two folds (stratified), each depth fitted on one half and scored on the other."""
     X, y = three_classes
     seen = []
-    real_fit = FineTunedConvClassifier.fit
+    real_fit, real_score = FineTunedConvClassifier.fit, FineTunedConvClassifier.score
 
     def recording_fit(self, X, y, sample_weight=None):
-        seen.append((self.unfreeze, len(X)))
+        seen.append(("fit", self.unfreeze, len(X)))
         return real_fit(self, X, y, sample_weight)
 
+    def recording_score(self, X, y, sample_weight=None):
+        score = real_score(self, X, y, sample_weight)
+        seen.append(("score", self.unfreeze, len(X), score))
+        return score
+
     monkeypatch.setattr(FineTunedConvClassifier, "fit", recording_fit)
-    tiny_classifier(unfreeze="auto").fit(X, y)
-    assert seen == [("auto", 40), (0, 32), ("all", 32)]
+    monkeypatch.setattr(FineTunedConvClassifier, "score", recording_score)
+    clf = tiny_classifier(unfreeze="auto").fit(X, y)
+    fits = [event[1:] for event in seen if event[0] == "fit"]
+    assert fits == [("auto", 40), (0, 20), (0, 20), ("all", 20), ("all", 20)]
+    held_out = [event for event in seen if event[0] == "score"]
+    assert [event[2] for event in held_out] == [20] * 4
+    for depth in (0, "all"):
+        assert clf.unfreeze_scores_[str(depth)] == pytest.approx(
+            np.mean([event[3] for event in held_out if event[1] == depth]))
+
+
+def test_auto_unfreeze_prefers_the_warmup_on_a_tie(three_classes, monkeypatch):
+    X, y = three_classes
+    monkeypatch.setattr(FineTunedConvClassifier, "score", lambda self, X, y, w=None: 0.5)
+    assert tiny_classifier(unfreeze="auto").fit(X, y).unfreeze_ == 0
 
 
 def test_auto_unfreeze_works_for_regression_and_multilabel(shapes):
     X, y = shapes
     reg = tiny_regressor(unfreeze="auto").fit(X, np.arange(40.0))
-    assert reg.unfreeze_ in (0, "all") and set(reg.unfreeze_validation_loss_) == {"0", "all"}
+    assert reg.unfreeze_ in (0, "all") and set(reg.unfreeze_scores_) == {"0", "all"}
     labels = np.stack([y, 1 - y, y], axis=1)
     multi = tiny_classifier(unfreeze="auto").fit(X, labels)
     assert multi.unfreeze_ in (0, "all") and multi.predict(X).shape == (40, 3)
