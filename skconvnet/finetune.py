@@ -58,11 +58,16 @@ class FineTunedConvClassifier(ClassifierMixin, FineTunedConvEstimator):
         The (cut) base inside ``model_``, with its trained weights.
     history_ : list of dict
         One record per epoch of both phases: ``phase`` ("warmup" or
-        "finetune"), ``epoch`` (counting across phases), ``loss``,
-        ``accuracy`` and, with a validation split, ``val_loss``,
-        ``val_accuracy``.
+        "finetune"), ``epoch`` (counting across phases), ``learning_rate``
+        (the epoch's mean), ``loss``, ``accuracy`` and, with a validation
+        split, ``val_loss``, ``val_accuracy``.
     n_trainable_layers_ : int
         Layers of the base trained in phase 2.
+    unfreeze_ : int or str
+        The depth phase 2 trained: ``unfreeze``, or what ``unfreeze="auto"`` chose.
+    unfreeze_scores_ : dict
+        With ``unfreeze="auto"`` only: the mean held-out ``score`` of ``"0"`` (the
+        warm-up alone) and ``"all"`` in the 2-fold comparison.
     input_size_ : int
         The side images are resized to.
     n_features_in_ : int

@@ -42,11 +42,16 @@ class FineTunedConvRegressor(RegressorMixin, FineTunedConvEstimator):
     base_model_ : keras.Model
         The (cut) base inside ``model_``, with its trained weights.
     history_ : list of dict
-        One record per epoch of both phases: ``phase``, ``epoch``, ``loss``
-        (on the standardised targets) and, with a validation split,
-        ``val_loss``.
+        One record per epoch of both phases: ``phase``, ``epoch``,
+        ``learning_rate`` (the epoch's mean), ``loss`` (on the standardised
+        targets) and, with a validation split, ``val_loss``.
     n_trainable_layers_ : int
         Layers of the base trained in phase 2.
+    unfreeze_ : int or str
+        The depth phase 2 trained: ``unfreeze``, or what ``unfreeze="auto"`` chose.
+    unfreeze_scores_ : dict
+        With ``unfreeze="auto"`` only: the mean held-out ``score`` of ``"0"`` (the
+        warm-up alone) and ``"all"`` in the 2-fold comparison.
     input_size_ : int
         The side images are resized to.
     n_features_in_ : int
