@@ -365,7 +365,7 @@ class FineTunedConvEstimator(ConvEstimator):
     def _recipe(self):
         """The training recipe of the parameters (see :class:`skconvnet._training.Recipe`)."""
         return Recipe(optimizer=self.optimizer, weight_decay=self.weight_decay,
-                      lr_schedule=self.lr_schedule, layer_lr_decay=float(self.layer_lr_decay),
+                      layer_lr_decay=float(self.layer_lr_decay),
                       train_bn=self.train_bn, ema_momentum=self.ema_momentum)
 
     def _batch_mixing(self, seed):

@@ -152,8 +152,6 @@ class Recipe:
         A key of :data:`OPTIMIZERS`.
     weight_decay : float or None
         Decoupled weight decay; None leaves the optimizer's own default.
-    lr_schedule : str
-        One of :data:`LR_SCHEDULES`, for every phase.
     layer_lr_decay : float
         Each block of the base down from the top trains at this factor of the rate
         of the block above (the head at the full rate); 1 for one rate.
@@ -166,7 +164,6 @@ class Recipe:
 
     optimizer: str = "rmsprop"
     weight_decay: float | None = None
-    lr_schedule: str = "constant"
     layer_lr_decay: float = 1.0
     train_bn: bool = False
     label_smoothing: float = 0.0
