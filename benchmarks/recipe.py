@@ -87,6 +87,8 @@ def rows(base, size):
             unfreeze="all", warmup_epochs=3, warmup_learning_rate=1e-3),
         "unfreeze='all', learning_rate=1e-3": variant(unfreeze="all", learning_rate=1e-3),
         "unfreeze='all', mixup=0.2": variant(unfreeze="all", mixup=0.2),
+        "defaults, unfreeze=0, tta=2": variant(unfreeze=0, tta=2),
+        "defaults, unfreeze='all', tta=2": variant(unfreeze="all", tta=2),
     }
 
 
