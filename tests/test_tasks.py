@@ -48,8 +48,12 @@ def _multilabel_data(n=32):
 def test_regressor_learns_a_target_and_maps_back_its_units():
     X, y, Y = _brightness_data()
     # A constant rate: the cosine default's decay leaves this 40-image fit short of trained.
+    # BatchNorm frozen: the tiny base's random weights come with statistics never fitted to
+    # any images, so training-mode BatchNorm (batch statistics of 8 images) hands the head
+    # other features than the ones it warmed up on, and on some CPUs the five epochs did not
+    # recover (R^2 -7 in CI; 0.77 here). With it frozen, R^2 was 0.61-0.94 over 10 seeds.
     reg = tiny_regressor(warmup_epochs=30, head_units=8, unfreeze=1, epochs=5,
-                         lr_schedule="constant").fit(X, y)
+                         lr_schedule="constant", train_bn=False).fit(X, y)
     predicted = reg.predict(X)
     assert predicted.shape == (len(X),)
     assert reg.score(X, y) > 0.5  # R^2 on its training data
