@@ -441,9 +441,11 @@ class FullNetworkInputs:
         """``(kind, make_model, data)``: what the phase trains, on what."""
         network = self.network
         if phase.trains_from is None and self.precompute_warmup:
-            # The head's weightless first layers (pooling) run with the base.
-            n_fixed = next((i for i, layer in enumerate(network.head_layers) if layer.weights),
-                           len(network.head_layers))
+            # The head's first layers that compute the same in training as at predict
+            # time (pooling) run with the base; from the first layer with weights or
+            # training-time randomness (Dropout) on, the head trains on the features.
+            n_fixed = next((i for i, layer in enumerate(network.head_layers)
+                            if not _fixed_in_training(layer)), len(network.head_layers))
             features = self.pooled.keep(("model", "warmup-features"), lambda: _features_model(
                 network, network.head_layers[:n_fixed]))
             data = ArraySource([np.asarray(predict_source(features, self.source,
@@ -458,6 +460,12 @@ class FullNetworkInputs:
         """The base's outputs for a batch of images (no augmentation), in training mode."""
         preprocessing = self.network.model.get_layer("preprocessing")
         return self.network.base(preprocessing(images), training=True)
+
+
+def _fixed_in_training(layer):
+    """Whether ``layer`` computes in training what it computes at predict time, with no
+    weights to train: pooling, flattening; not Dropout or noise (a seed generator)."""
+    return not layer.weights and not hasattr(layer, "seed_generator")
 
 
 def _features_model(network, fixed_head_layers):

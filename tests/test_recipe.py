@@ -325,6 +325,32 @@ def test_the_warmup_runs_the_frozen_base_once_without_augmentation(shapes, monke
     assert len(clf.history_) == 7
 
 
+@pytest.mark.parametrize("head_units", [0, 16])
+def test_the_warmup_on_the_base_outputs_trains_as_the_whole_network_would(shapes, monkeypatch,
+                                                                           head_units):
+    """The one-pass warm-up gives the predictions the epoch-by-epoch one gives, with the
+    head's dropout acting in both (it once sat in the precomputed part with a linear head,
+    where it never acted: every rate trained alike)."""
+    import skconvnet._training as training
+
+    X, y = shapes
+    params = dict(warmup_epochs=4, head_units=head_units)
+    one_pass = {rate: tiny_classifier(dropout=rate, **params).fit(X, y).predict_proba(X)
+                for rate in (0.1, 0.5)}
+    assert not np.allclose(one_pass[0.1], one_pass[0.5])
+    original = training.FullNetworkInputs.__init__
+
+    def every_epoch(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.precompute_warmup = False
+
+    monkeypatch.setattr(training.FullNetworkInputs, "__init__", every_epoch)
+    for rate, expected in one_pass.items():
+        np.testing.assert_allclose(
+            tiny_classifier(dropout=rate, **params).fit(X, y).predict_proba(X), expected,
+            atol=1e-5)
+
+
 # --------------------------------------------------------------------------- BatchNorm
 @pytest.mark.parametrize("train_bn", [False, True])
 def test_train_bn_decides_whether_unfrozen_batchnorm_updates(shapes, train_bn):
