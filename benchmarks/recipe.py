@@ -123,7 +123,7 @@ def main():
           f"{platform.python_version()}; extra settings {extra or 'none'}")
     print("| row | accuracy | s per fit |\n|---|---|---|")
     for name in chosen:
-        scores, seconds = [], []
+        scores, seconds, chosen_depths, depth_scores = [], [], [], []
         for train, test in folds:
             estimator = table[name]()
             if extra and isinstance(estimator, FineTunedConvClassifier):
@@ -132,6 +132,9 @@ def main():
             estimator.fit(X[train], y[train])
             seconds.append(time.perf_counter() - start)
             scores.append(float(np.mean(estimator.predict(X[test]) == y[test])))
+            # What unfreeze="auto" chose in this fold, and the scores it chose from.
+            chosen_depths.append(getattr(estimator, "unfreeze_", None))
+            depth_scores.append(getattr(estimator, "unfreeze_scores_", None))
             clear_session()
         clear_memory_cache()
         print(f"| {name} | {np.mean(scores):.3f} +- {np.std(scores):.3f} | "
@@ -140,7 +143,9 @@ def main():
             with open(args.json, "a") as out:
                 out.write(json.dumps(dict(set=args.set, base=args.base, size=size, row=name,
                                           extra=extra,
-                                          scores=scores, seconds=seconds)) + "\n")
+                                          scores=scores, seconds=seconds,
+                                          unfreeze=chosen_depths,
+                                          unfreeze_scores=depth_scores), default=str) + "\n")
 
 
 if __name__ == "__main__":
