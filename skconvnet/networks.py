@@ -378,9 +378,13 @@ def _head_layers(pooling, feature_ndim, head_units, dropout, n_outputs, activati
         layers.append(keras.layers.Dense(head_units, activation="relu", name="head_dense"))
     if dropout:
         layers.append(keras.layers.Dropout(dropout, seed=seed, name="head_dropout"))
-    # float32 outputs whatever the policy (Keras' mixed-precision advice).
+    # float32 outputs whatever the policy (Keras' mixed-precision advice). A linear head
+    # starts from zero, as a linear probe's solver does: the warm-up is then a convex
+    # problem started from the same point for every seed. From random weights its 20
+    # epochs ended 0.03 apart from seed to seed and below the probe (benchmarks/README.md).
     layers.append(keras.layers.Dense(n_outputs, activation=activation, dtype="float32",
-                                     name="predictions"))
+                                     kernel_initializer="glorot_uniform" if head_units
+                                     else "zeros", name="predictions"))
     return layers
 
 

@@ -351,6 +351,19 @@ def test_the_warmup_on_the_base_outputs_trains_as_the_whole_network_would(shapes
             atol=1e-5)
 
 
+@pytest.mark.parametrize("head_units, starts_uniform", [(0, True), (16, False)])
+def test_a_linear_head_starts_from_zero(three_classes, head_units, starts_uniform):
+    """Untrained, a linear head gives every class the same probability (zero weights, as
+    a linear probe's solver starts); a hidden layer needs random weights to break symmetry."""
+    X, y = three_classes
+    # One step at a negligible rate: the fitted head is its starting point.
+    clf = tiny_classifier(head_units=head_units, warmup_epochs=1, warmup_learning_rate=1e-12,
+                          lr_schedule="constant", batch_size=len(X)).fit(X, y)
+    assert bool(np.allclose(clf.predict_proba(X), 1 / 3, atol=1e-6)) is starts_uniform
+    kernel = clf.model_.get_layer("predictions").kernel.numpy()
+    assert bool(np.abs(kernel).max() < 1e-6) is starts_uniform
+
+
 # --------------------------------------------------------------------------- BatchNorm
 @pytest.mark.parametrize("train_bn", [False, True])
 def test_train_bn_decides_whether_unfrozen_batchnorm_updates(shapes, train_bn):
