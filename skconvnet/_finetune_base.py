@@ -93,7 +93,9 @@ FINETUNE_CONSTRAINTS = {
 FINETUNE_PARAMETER_DOCS = {
     **SHARED_PARAMETER_DOCS,
     "pooling": ('{"avg", "max", "flatten"}', "How the feature maps reach the head."),
-    "head_units": ("int", "Width of the hidden Dense layer of the head; 0 for a linear head."),
+    "head_units": ("int", """\
+Width of the hidden Dense layer of the head; 0 for a linear head, whose weights
+start at zero (as a linear probe's solver starts)."""),
     "dropout": ("float", "Dropout rate before the output layer."),
     "augment": ('None, "standard" or dict', """\
 On-the-fly augmentation of training batches (never at predict time).
