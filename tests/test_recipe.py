@@ -326,8 +326,8 @@ def test_the_warmup_runs_the_frozen_base_once_without_augmentation(shapes, monke
 
 
 @pytest.mark.parametrize("head_units", [0, 16])
-def test_the_warmup_on_the_base_outputs_trains_as_the_whole_network_would(shapes, monkeypatch,
-                                                                           head_units):
+def test_the_warmup_on_the_base_outputs_trains_as_the_whole_network_would(
+        shapes, monkeypatch, head_units):
     """The one-pass warm-up gives the predictions the epoch-by-epoch one gives, with the
     head's dropout acting in both (it once sat in the precomputed part with a linear head,
     where it never acted: every rate trained alike)."""
