@@ -113,7 +113,9 @@ name (that layer and all above it, e.g. ``"block5_conv1"``), ``"all"``, or
 ``"auto"``: compare ``0`` (the warm-up alone) with ``"all"`` by a 2-fold
 cross-validation of the training images (stratified for classes), and fit on
 all images with the one of higher mean held-out ``score`` (accuracy, R^2;
-``0`` on a tie), recorded in ``unfreeze_`` and ``unfreeze_scores_``. Costs
+``0`` on a tie; a classifier chooses ``"all"`` only where it wins by more than
+the standard error of the warm-up's accuracy, ``sqrt(p (1 - p) / n)``),
+recorded in ``unfreeze_`` and ``unfreeze_scores_``. Costs
 about two fine-tuning fits; chooses the head alone where the pretrained
 features are already right for the task."""),
     "learning_rate": ("float", """\
@@ -221,8 +223,8 @@ class FineTunedConvEstimator(ConvEstimator):
     def _choose_unfreeze(self, X, y, sample_weight):
         """``unfreeze="auto"``: the warm-up alone (0) or fine-tuning every layer ("all"),
         whichever scores higher (``score``: accuracy, R^2) on held-out images in a 2-fold
-        cross-validation of the training data, the warm-up alone on a tie; returns it and
-        both mean scores."""
+        cross-validation of the training data, the warm-up alone unless fine-tuning wins
+        by more than :meth:`_noise_of_score`; returns it and both mean scores."""
         n_images = _num_samples(X)
         seed = resolve_seed(self.random_state)
         folds = _auto_folds(n_images, self._stratification_of(y), seed)
@@ -238,11 +240,17 @@ class FineTunedConvEstimator(ConvEstimator):
                     _safe_indexing(X, held_out), _safe_indexing(y, held_out),
                     None if weights is None else weights[held_out]))
             scores[str(unfreeze)] = float(np.mean(fold_scores))
-        return ("all" if scores["all"] > scores["0"] else 0), scores
+        margin = self._noise_of_score(scores["0"], n_images)
+        return ("all" if scores["all"] > scores["0"] + margin else 0), scores
 
     def _stratification_of(self, y):
         """What to stratify ``unfreeze="auto"``'s split on (None: do not)."""
         return None
+
+    def _noise_of_score(self, score, n_held_out):
+        """By how much fine-tuning must beat the warm-up's held-out ``score`` (on
+        ``n_held_out`` images) for ``unfreeze="auto"`` to choose it: 0 (a strict win)."""
+        return 0.0
 
     def _fit(self, X, y, sample_weight, *, phases_of, unfreeze=None, callbacks_of=None):
         """``fit`` with ``unfreeze`` resolved (not "auto"), running the phases

@@ -194,6 +194,13 @@ for none. With ``mixup`` as well, each batch gets one of the two at random."""),
         y = np.asarray(y)
         return y if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1) else None
 
+    def _noise_of_score(self, score, n_held_out):
+        # The standard error of an accuracy measured on n images: a smaller win of
+        # fine-tuning is noise. On the food photos at 160 px fine-tuning won the 2-fold
+        # comparison by 0.0065 (0.935 against 0.929 on 308 images; the error is 0.015) and
+        # then lost 0.046 on the held-out fold; on Fashion-MNIST it won by 0.025 to 0.11.
+        return float(np.sqrt(score * (1.0 - score) / n_held_out))
+
     def _batch_mixing(self, seed):
         mixing = BatchMixing(self.mixup, self.cutmix, seed)
         return mixing if mixing else None

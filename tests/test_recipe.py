@@ -231,7 +231,8 @@ def test_auto_unfreeze_keeps_the_depth_of_higher_held_out_score(three_classes, t
     clf = tiny_classifier(unfreeze="auto", epochs=2).fit(X, y)
     scores = clf.unfreeze_scores_
     assert set(scores) == {"0", "all"} and all(0 <= v <= 1 for v in scores.values())
-    assert clf.unfreeze_ == ("all" if scores["all"] > scores["0"] else 0)
+    margin = np.sqrt(scores["0"] * (1 - scores["0"]) / len(X))
+    assert clf.unfreeze_ == ("all" if scores["all"] > scores["0"] + margin else 0)
     assert clf.unfreeze == "auto"  # the parameter is left as it was
     # The final model is the chosen depth fitted on every image.
     chosen = tiny_classifier(unfreeze=clf.unfreeze_, epochs=2).fit(X, y)
@@ -277,6 +278,19 @@ def test_auto_unfreeze_prefers_the_warmup_on_a_tie(three_classes, monkeypatch):
     X, y = three_classes
     monkeypatch.setattr(FineTunedConvClassifier, "score", lambda self, X, y, w=None: 0.5)
     assert tiny_classifier(unfreeze="auto").fit(X, y).unfreeze_ == 0
+
+
+@pytest.mark.parametrize("win, chosen", [(0.02, 0), (0.08, "all")])
+def test_auto_unfreeze_asks_fine_tuning_to_win_by_more_than_the_noise(
+        three_classes, monkeypatch, win, chosen):
+    """A classifier's warm-up scoring 0.8 on 40 held-out images has a standard error of
+    sqrt(0.8 * 0.2 / 40) = 0.063: fine-tuning wins by more than that, or the warm-up stays."""
+    X, y = three_classes
+    monkeypatch.setattr(FineTunedConvClassifier, "score", lambda self, X, y, w=None: 0.8 + (
+        win if self.unfreeze == "all" else 0.0))
+    clf = tiny_classifier(unfreeze="auto").fit(X, y)
+    assert clf.unfreeze_ == chosen
+    assert clf.unfreeze_scores_ == pytest.approx({"0": 0.8, "all": 0.8 + win})
 
 
 def test_auto_unfreeze_works_for_regression_and_multilabel(shapes):
