@@ -6,8 +6,9 @@ on TensorFlow, memory that is never given back: every trace leaves its graph (th
 ops) held from TensorFlow's C++ side, and optimizer slots created inside a traced step
 leave their branch functions in the eager context (``benchmarks/README.md``, "Bounded
 memory", has the measurements). So fits whose networks have the same *signature* (base,
-weights, cut, unfreeze point, head, outputs, input size, precision, augmentation, seed)
-lease one :class:`PooledNetwork` from :data:`NETWORK_POOL`:
+weights, cut, head, outputs, input size, precision, augmentation, seed) lease one
+:class:`PooledNetwork` from :data:`NETWORK_POOL`, each seeing it through the
+:class:`NetworkView` of its own unfreeze depth:
 
 * its variables (weights, BatchNormalization statistics, the random layers' seed states)
   are put back to the values they had when it was built, so a leased network starts
@@ -30,8 +31,8 @@ from contextlib import contextmanager
 import keras
 import numpy as np
 
-__all__ = ["NETWORK_POOL", "NetworkPool", "PooledNetwork", "Trainer", "clear_session",
-           "set_network_pool_size"]
+__all__ = ["NETWORK_POOL", "NetworkPool", "NetworkView", "PooledNetwork", "Trainer",
+           "clear_session", "set_network_pool_size"]
 
 DEFAULT_POOL_SIZE = 4
 
@@ -40,6 +41,11 @@ class Trainer:
     """A compiled model of one phase kind, reused: its optimizer is reset for every fit."""
 
     def __init__(self, model, make_optimizer, loss, metrics):
+        if getattr(model, "compiled", False):
+            # Compiling it again would swap the other trainer's optimizer for this one's,
+            # and that trainer would then train with an optimizer it never resets.
+            raise RuntimeError(f"The model {model.name!r} is compiled by another trainer; give "
+                               "each trainer a model of its own (over the same layers).")
         self.model = model
         self.optimizer = make_optimizer()
         model.compile(optimizer=self.optimizer, loss=loss, metrics=metrics)
@@ -59,30 +65,104 @@ class Trainer:
 
 class PooledNetwork:
     """A built network, the snapshot of its initial variables, and what is kept with it
-    (each phase's :class:`Trainer`, models over its layers)."""
+    (each phase's :class:`Trainer`, models over its layers, its views)."""
 
-    def __init__(self, network, model, *, snapshot=True, mutable=None):
+    def __init__(self, network, model, *, snapshot=True):
         self.network, self.model = network, model
-        # Only what training can change is snapshotted and restored (the frozen bottom of
-        # a base never changes: restoring it would cost time for nothing).
-        self.mutable = list(model.variables if mutable is None else mutable)
-        self.initial = [np.array(v.numpy()) for v in self.mutable] if snapshot else None
+        self.variables = list(model.variables)
+        self.initial = [np.array(v.numpy()) for v in self.variables] if snapshot else None
+        self._index = {id(v): i for i, v in enumerate(self.variables)}
+        # Which variables may differ from the snapshot: restoring only those keeps a fit
+        # at a shallow depth from paying for the whole base (EfficientNet-Lite0's 245
+        # variables took 0.3 s per fit of a search to put back on this machine).
+        self._changed = set()
         self.kept = {}
         self.owner = None  # the token of the fit whose weights it holds
+
+    def may_change(self, variables=None):
+        """Say that ``variables`` (None: all) may be changed from now on."""
+        if variables is None:
+            self._changed = set(range(len(self.variables)))
+        else:
+            self._changed.update(self._index[id(v)] for v in variables)
 
     def restore_initial(self):
         """Put every variable back to its value at build time."""
         if self.initial is None:
             raise RuntimeError("This network was built for prediction; it has no initial state.")
-        for variable, value in zip(self.mutable, self.initial):
-            variable.assign(value)
+        for i in sorted(self._changed):
+            self.variables[i].assign(self.initial[i])
+        self._changed = set()
         self.owner = None
 
-    def keep(self, key, make):
-        """What is kept under ``key``, made by ``make()`` on first use."""
+    def set_weights(self, weights):
+        """``model.set_weights(weights)``: a fit's weights, for its predictions."""
+        self.model.set_weights(weights)
+        self.may_change()
+
+    def keep(self, key, make, *, shared=True):
+        """What is kept under ``key``, made by ``make()`` on first use (``shared``: see
+        :meth:`NetworkView.keep`; a network seen whole shares everything it keeps)."""
         if key not in self.kept:
             self.kept[key] = make()
         return self.kept[key]
+
+    def view(self, key, make_network, mutable_of=None):
+        """The :class:`NetworkView` ``key`` of this network, made by ``make_network()``
+        (a network over the same layers) on first use; ``mutable_of(network)``: the
+        variables a fit through it can change (default: all)."""
+        def make():
+            network = make_network()
+            return NetworkView(self, key, network,
+                               None if mutable_of is None else mutable_of(network))
+        return self.keep(("view", key), make)
+
+
+class NetworkView:
+    """A pooled network seen through other models over the same layers and variables
+    (the fine-tuned networks: the same base and head cut at another depth).
+
+    Building a network costs about a second (EfficientNet-Lite0); models over built
+    layers cost milliseconds. So a search over ``unfreeze`` builds one network, and each
+    depth is a view of it. A view has what a :class:`PooledNetwork` has; its weights,
+    initial state and owner are the pooled network's, what it keeps is its own unless
+    kept as shared (a model that does not depend on the view: the head alone).
+    """
+
+    def __init__(self, pooled, key, network, mutable=None):
+        self.pooled, self.key, self.network = pooled, key, network
+        self.model = network.model
+        self.mutable = mutable
+
+    @property
+    def owner(self):
+        return self.pooled.owner
+
+    @owner.setter
+    def owner(self, token):
+        self.pooled.owner = token
+
+    def restore_initial(self):
+        """Put the network back to its initial state, for a fit through this view (which
+        may change the view's mutable variables)."""
+        self.pooled.restore_initial()
+        self.pooled.may_change(self.mutable)
+
+    def may_change(self, variables=None):
+        self.pooled.may_change(variables)
+
+    def set_weights(self, weights):
+        """``model.set_weights(weights)`` (weights in this view's model's order)."""
+        self.model.set_weights(weights)
+        self.pooled.may_change()
+
+    def keep(self, key, make, *, shared=False):
+        """What is kept under ``key``, made by ``make()`` on first use: this view's own,
+        or, with ``shared``, the one every view of the network uses."""
+        return self.pooled.keep(key if shared else (("view", self.key), key), make)
+
+    def view(self, key, make_network, mutable_of=None):
+        return self.pooled.view(key, make_network, mutable_of)
 
 
 class NetworkPool:
@@ -121,14 +201,13 @@ class NetworkPool:
         return previous
 
     @contextmanager
-    def lease(self, signature, build=None, model_of=None, *, snapshot=True, mutable_of=None):
+    def lease(self, signature, build=None, model_of=None, *, snapshot=True):
         """Yield a :class:`PooledNetwork` for ``signature``, taken from the pool or built.
 
         ``build()`` makes the network, ``model_of(network)`` its whole model; with
         ``snapshot`` its initial variables are kept for :meth:`PooledNetwork.restore_initial`.
         ``signature=None`` means not poolable: the network is built and not kept.
         ``build=None`` takes an idle network only, and yields None where there is none.
-        ``mutable_of(network)``: the variables training can change (default: all).
         """
         pooled = self._take(signature) if signature is not None else None
         if pooled is None:
@@ -136,8 +215,7 @@ class NetworkPool:
                 yield None
                 return
             network = build()
-            pooled = PooledNetwork(network, model_of(network), snapshot=snapshot,
-                                   mutable=mutable_of(network) if mutable_of else None)
+            pooled = PooledNetwork(network, model_of(network), snapshot=snapshot)
             self.built += 1
         try:
             yield pooled

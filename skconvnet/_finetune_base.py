@@ -39,7 +39,8 @@ from ._validation import HasMethods, InstanceOf, Interval, Options, resolve_seed
 from .augmentation import TEST_TIME_VIEWS, check_augment
 from .caching import model_key
 from .exceptions import InvalidParameterError
-from .networks import build_finetuned_network, draw_initial_weights, set_trainable_from
+from .networks import (build_finetuned_network, draw_initial_weights, set_trainable_from,
+                       unfreeze_start)
 
 __all__ = ["AUTO_FOLDS", "FINETUNE_CONSTRAINTS", "FINETUNE_PARAMETER_DOCS",
            "FineTunedConvEstimator"]
@@ -260,12 +261,12 @@ class FineTunedConvEstimator(ConvEstimator):
         resolved = self._resolve()
         source = self._source(X, resolved)
         targets = self._encode_targets(y, len(source), sample_weight)
-        signature = self._network_signature(resolved, targets.n_outputs, targets.activation,
-                                            unfreeze)
+        signature = self._network_signature(resolved, targets.n_outputs, targets.activation)
         with seeded(resolved.seed), distribution_scope(self.distribution), NETWORK_POOL.lease(
                 signature, lambda: self._build_network(resolved, targets.n_outputs,
                                                        targets.activation, unfreeze),
-                self._network_model, mutable_of=_trainable_part) as pooled:
+                self._network_model) as pooled:
+            pooled = self._at_depth(pooled, unfreeze)
             self._start_from_initial_weights(pooled, resolved)
             network = pooled.network
             resolved = self._cache_key_of(resolved, "finetune-bottom", self.layer,
@@ -344,16 +345,24 @@ class FineTunedConvEstimator(ConvEstimator):
     def _network_model(self, network):
         return network.model
 
-    def _network_signature(self, resolved, n_outputs, activation, unfreeze):
-        """What makes two fits' networks interchangeable (see :mod:`skconvnet._engine`);
-        None where the network cannot be shared: a user's keras.Model base, weights
-        without an identity, a distribution strategy."""
+    def _at_depth(self, pooled, unfreeze):
+        """The view of the leased network that trains the top ``unfreeze`` layers of its
+        base (see :class:`skconvnet._engine.NetworkView`)."""
+        network = pooled.network
+        start = unfreeze_start(type(self).__name__, network.base, unfreeze)
+        return pooled.view(start, lambda: network.at_cut(start), mutable_of=_trainable_part)
+
+    def _network_signature(self, resolved, n_outputs, activation):
+        """What makes two fits' networks interchangeable (see :mod:`skconvnet._engine`):
+        not ``unfreeze``, since every depth is a view of one network. None where the
+        network cannot be shared: a user's keras.Model base, weights without an
+        identity, a distribution strategy."""
         if (resolved.spec is None or resolved.weights_identity is None
                 or self.distribution is not None):
             return None
         augment = check_augment(type(self).__name__, self.augment)
         return (type(self).__name__, resolved.spec.name, resolved.weights_identity,
-                repr(self.layer), repr(unfreeze), self.pooling, self.head_units,
+                repr(self.layer), self.pooling, self.head_units,
                 float(self.dropout), n_outputs, activation,
                 repr(sorted(augment.items())) if augment else None, resolved.input_size,
                 self.precision, resolved.seed)
@@ -363,6 +372,7 @@ class FineTunedConvEstimator(ConvEstimator):
         a seed, head weights (and random base weights) drawn anew."""
         pooled.restore_initial()
         if resolved.seed is None:
+            pooled.may_change()  # the head, and a random base, drawn anew
             draw_initial_weights(pooled.network, int(np.random.randint(2**31 - 1)),
                                  random_base=resolved.spec is not None and resolved.weights is None)
 
@@ -449,8 +459,8 @@ class FineTunedConvEstimator(ConvEstimator):
         """
         source = self._fitted_source(X)
         resolved = self._resolved
-        signature = self._network_signature(resolved, self.n_outputs_, self.out_activation_,
-                                            self._fitted_unfreeze())
+        signature = self._network_signature(resolved, self.n_outputs_, self.out_activation_)
+        unfreeze = self._fitted_unfreeze()
         if signature is None or "_network" in self.__dict__ or \
                 "_network_weights" not in self.__dict__:
             return self._averaged_over_views(source, lambda view_source, view: predict_source(
@@ -460,10 +470,12 @@ class FineTunedConvEstimator(ConvEstimator):
         # only: its initial state is not a fit's, so it is pooled apart.
         with NETWORK_POOL.lease(signature) as pooled:
             if pooled is not None:
-                return self._averaged_over_views(source, partial(self._scores_with, pooled))
+                return self._averaged_over_views(source, partial(
+                    self._scores_with, self._at_depth(pooled, unfreeze)))
         with NETWORK_POOL.lease(("predict",) + signature, lambda: self._rebuild(resolved),
                                 self._network_model, snapshot=False) as pooled:
-            return self._averaged_over_views(source, partial(self._scores_with, pooled))
+            return self._averaged_over_views(source, partial(
+                self._scores_with, self._at_depth(pooled, unfreeze)))
 
     def _averaged_over_views(self, source, predict):
         """``predict(source, view)`` for the images (view None) and, with ``tta``, the mean
@@ -477,7 +489,7 @@ class FineTunedConvEstimator(ConvEstimator):
     def _scores_with(self, pooled, source, view=None):
         token = self.__dict__.setdefault("_weights_token", object())
         if pooled.owner is not token:
-            pooled.model.set_weights(self._network_weights)
+            pooled.set_weights(self._network_weights)
             pooled.owner = token
         resolved = self._resolved
         if self._uses_cache(pooled.network, resolved):

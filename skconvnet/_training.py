@@ -12,14 +12,16 @@ trains on depends on the route:
 
 Both draw batches from the same :class:`TrainingBatches`, so the two routes see
 the same batches in the same order. The models each phase trains come from the leased
-:class:`~skconvnet._engine.PooledNetwork`, compiled and traced once per signature and
-reused by every later fit of that signature.
+:class:`~skconvnet._engine.NetworkView`, compiled and traced once per network and depth
+and reused by every later fit; :func:`fit_loop` runs their compiled steps batch by batch,
+with Keras' callbacks, as ``fit`` would without its per-call set-up.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import keras
@@ -43,6 +45,7 @@ __all__ = [
     "Recipe",
     "TrainingBatches",
     "ViewSource",
+    "fit_loop",
     "predict_through_cache",
     "recalibrate_batchnorm",
     "run_phases",
@@ -294,7 +297,7 @@ class BatchMixing:
                 labels[:, 0] if one_column else labels)
 
 
-class TrainingBatches(keras.utils.PyDataset):
+class TrainingBatches:
     """Training batches drawn from a source, reshuffled every epoch by our own generator.
 
     ``source`` may be swapped between phases (images, cached frozen outputs, the
@@ -306,7 +309,6 @@ class TrainingBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, source, indices, targets, weights, batch_size, seed, shuffle, mix=None):
-        super().__init__()
         self.source, self.indices = source, np.asarray(indices)
         self.targets, self.weights = targets, weights
         self.batch_size, self.shuffle, self.mix = batch_size, shuffle, mix
@@ -447,7 +449,7 @@ class FullNetworkInputs:
             n_fixed = next((i for i, layer in enumerate(network.head_layers)
                             if not _fixed_in_training(layer)), len(network.head_layers))
             features = self.pooled.keep(("model", "warmup-features"), lambda: _features_model(
-                network, network.head_layers[:n_fixed]))
+                network, network.head_layers[:n_fixed]), shared=True)
             data = ArraySource([np.asarray(predict_source(features, self.source,
                                                           self.batch_size))])
             trained = network.head_layers[n_fixed:]
@@ -460,6 +462,11 @@ class FullNetworkInputs:
         """The base's outputs for a batch of images (no augmentation), in training mode."""
         preprocessing = self.network.model.get_layer("preprocessing")
         return self.network.base(preprocessing(images), training=True)
+
+
+#: The kinds of phase model that train the head alone on the base's outputs: the same
+#: model at every unfreeze depth, so kept once per network (see NetworkView.keep).
+_HEAD_ALONE = ("precomputed-head", "cached-head")
 
 
 def _fixed_in_training(layer):
@@ -494,18 +501,22 @@ class CachedBottomInputs:
     def for_phase(self, phase):
         """``(kind, make_model, data)``: what the phase trains, on what."""
         network = self.network
-        if phase.trains_from is None and network.top is not None:
+        if phase.trains_from is None:
             # The whole base is frozen, so the head's inputs are fixed too: run the top
-            # once and train the head alone on its outputs.
-            top = self.pooled.keep(("model", "top"), lambda: model_on_arrays(
-                self.bottom_outputs, network.top, "top"))
-            data = ArraySource([call_on_arrays(top, self.bottom_outputs.arrays,
-                                               self.batch_size)])
+            # (if any) once and train the head alone on its outputs, the base's outputs
+            # whatever the depth (so every depth's warm-up uses one traced step).
+            data = self.bottom_outputs
+            if network.top is not None:
+                top = self.pooled.keep(("model", "top"), lambda: model_on_arrays(
+                    self.bottom_outputs, network.top, "top"))
+                data = ArraySource([call_on_arrays(top, self.bottom_outputs.arrays,
+                                                   self.batch_size)])
             return ("cached-head",), lambda: model_on_arrays(data, network.head, "head"), data
-        # One phase at most trains this model: the fine-tuning one, or, where the whole
-        # base is the frozen bottom (no top), the warm-up; predictions use it too.
+        # A model of its own for each trainer: compiling a model another trainer compiled
+        # would swap that trainer's optimizer (the one kept for prediction is never compiled).
         return (("cached-top", phase.trains_from),
-                lambda: top_and_head_model(self.pooled, self.bottom_outputs),
+                lambda: model_on_arrays(self.bottom_outputs, network.top_and_head,
+                                        "finetuned_top"),
                 self.bottom_outputs)
 
 
@@ -568,13 +579,96 @@ def _metric(name):
     return name
 
 
+class _RunningMeans:
+    """An epoch's logs so far from its batches' logs, as Keras' metrics keep them: each
+    batch's value weighted by its number of images (the loss is the sample-weighted loss
+    of each batch; compiled ``metrics``, unlike ``weighted_metrics``, ignore weights)."""
+
+    def __init__(self):
+        self.sums, self.n_images = {}, 0
+
+    def add(self, logs, batch):
+        n_images = len(batch[1])
+        self.n_images += n_images
+        for name, value in logs.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value) * n_images
+
+    def means(self, prefix=""):
+        return {prefix + name: total / self.n_images for name, total in self.sums.items()}
+
+
+def fit_loop(model, train, validation, epochs, callbacks, verbose=0):
+    """Train ``model`` for ``epochs`` on ``train``'s batches, as ``model.fit`` would.
+
+    The same compiled step on the same batches in the same order, the same callback
+    calls (``stop_training`` honoured) and logs, without the set-up ``fit`` does on
+    every call (a data adapter and its iterator per epoch, a traced loop around the
+    step): on the cached route, where a phase is a dozen small steps, that set-up
+    took longer than the steps (``benchmarks/README.md``, issue #17).
+
+    ``validation``: batches scored after each epoch, logged as ``val_*``.
+    """
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_history=False, add_progbar=verbose != 0, verbose=verbose,
+        epochs=epochs, steps=len(train), model=model)
+    model.stop_training = False
+    logs = {}
+    # Each phase starts on a fresh order. (Keras' fit reshuffled once as it set up its data
+    # adapter on TensorFlow; doing the same keeps every result bit for bit what fit gave.)
+    train.on_epoch_end()
+    callback_list.on_train_begin()
+    with ThreadPoolExecutor(1, thread_name_prefix="skconvnet-batches") as loader:
+        for epoch in range(epochs):
+            callback_list.on_epoch_begin(epoch)
+            running = _RunningMeans()
+            for step, batch in enumerate(_loaded_ahead(loader, train)):
+                callback_list.on_train_batch_begin(step)
+                running.add(model.train_on_batch(*batch, return_dict=True), batch)
+                callback_list.on_train_batch_end(step, running.means())
+                if model.stop_training:
+                    break
+            logs = running.means()
+            if validation is not None:
+                logs.update(_evaluate(model, validation, callback_list, loader))
+            train.on_epoch_end()
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+    if epochs > 0:  # as fit ends: an optimizer with use_ema puts the averages in place
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    callback_list.on_train_end(logs)
+
+
+def _loaded_ahead(loader, batches):
+    """``batches[0], batches[1], ...``, each loaded (decoded, for image files) in the
+    ``loader`` thread while the one before trains, as ``fit``'s data pipeline did."""
+    pending = loader.submit(batches.__getitem__, 0) if len(batches) else None
+    for step in range(len(batches)):
+        batch = pending.result()
+        if step + 1 < len(batches):
+            pending = loader.submit(batches.__getitem__, step + 1)
+        yield batch
+
+
+def _evaluate(model, batches, callback_list, loader):
+    """The ``val_*`` logs of ``model`` on ``batches``."""
+    running = _RunningMeans()
+    callback_list.on_test_begin()
+    for step, batch in enumerate(_loaded_ahead(loader, batches)):
+        callback_list.on_test_batch_begin(step)
+        running.add(model.test_on_batch(*batch, return_dict=True), batch)
+        callback_list.on_test_batch_end(step, running.means())
+    callback_list.on_test_end(running.means())
+    return running.means("val_")
+
+
 def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_iter_no_change,
                recipe=Recipe(), caller="", callbacks_of=None, verbose=0):
     """Train the leased network phase by phase; return the history, one record per epoch.
 
     Parameters
     ----------
-    pooled : PooledNetwork
+    pooled : NetworkView or PooledNetwork
         The network (its weights as the fit starts) and the trainers it keeps.
     phases : list of Phase
         Phases with 0 epochs are skipped.
@@ -623,7 +717,8 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
                 make_model(),
                 lambda: recipe.make_optimizer(phase.schedule, block_rate_scales(
                     network, recipe.layer_lr_decay, phase.trains_from)),
-                recipe.loss(loss), [_metric(name) for name in metrics]))
+                recipe.loss(loss), [_metric(name) for name in metrics]),
+            shared=kind[0] in _HEAD_ALONE)
         trained = trainer.ready(phase.learning_rate)
         if hasattr(trained.optimizer, "start_schedule"):
             trained.optimizer.start_schedule(phase.epochs * len(train), phase.min_rate)
@@ -640,8 +735,7 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
         record = keras.callbacks.History()  # ours: it keeps the epochs of a fit that raised
         phase_callbacks.append(record)
         try:
-            trained.fit(train, validation_data=validation, epochs=phase.epochs,
-                        callbacks=phase_callbacks, verbose=verbose, shuffle=False)
+            fit_loop(trained, train, validation, phase.epochs, phase_callbacks, verbose)
         except (RuntimeError, ValueError):
             # Some backends' losses refuse NaN predictions (PyTorch's binary cross-entropy
             # raises) before the guard sees a NaN loss: the weights tell.

@@ -344,6 +344,10 @@ class FineTunedNetwork:
         Pooling, hidden Dense, Dropout, output layer.
     spec : BaseSpec or None
         The base's registry record (None for a user's model).
+    preprocessing : ImagePreprocessing
+    augmentation : keras.Sequential or None
+    precision : str
+        The dtype policy's name (see :func:`skconvnet._runtime.precision_scope`).
     """
 
     model: keras.Model
@@ -353,6 +357,19 @@ class FineTunedNetwork:
     top: keras.Model | None
     head_layers: list = field(default_factory=list)
     spec: BaseSpec | None = None
+    preprocessing: keras.layers.Layer | None = None
+    augmentation: keras.layers.Layer | None = None
+    precision: str = "float32"
+    input_size: int | None = None
+
+    def at_cut(self, start):
+        """The same layers and weights, with fine-tuning training from ``start`` (an index
+        of ``base.layers``, or None): only the models over them are new, so moving the cut
+        costs milliseconds where building the network costs a second."""
+        if start == self.start:
+            return self
+        return _assemble(self.base, start, self.input_size, self.preprocessing,
+                         self.augmentation, self.head_layers, self.spec, self.precision)
 
     def top_and_head(self, x):
         """``x`` (bottom outputs) through the top of the base and the head."""
@@ -398,16 +415,24 @@ def build_finetuned_network(spec, base_model, *, weights, size, seed, layer, unf
     with precision_scope(precision):
         base, preprocessing = _initial_base(spec, base_model, weights, size, None, layer, caller,
                                             copy=True)
-        start = unfreeze_start(caller, base, unfreeze)
-        bottom, top = split_base(base, start)
         head_layers = _head_layers(pooling, len(base.output.shape), head_units, dropout,
                                    n_outputs, activation, seed)
-        inputs = keras.Input((size, size, 3), name="image")
-        x = inputs
         augmentation = augmentation_layers(augment_settings, seed)
-        if augmentation is not None:
-            x = augmentation(x)
-        x = ImagePreprocessing(preprocessing, name="preprocessing", dtype="float32")(x)
+        preprocessing = ImagePreprocessing(preprocessing, name="preprocessing", dtype="float32")
+    network = _assemble(base, unfreeze_start(caller, base, unfreeze), size, preprocessing,
+                        augmentation, head_layers, spec, precision)
+    if seed is not None:
+        draw_initial_weights(network, seed, random_base=spec is not None and weights is None)
+    return network
+
+
+def _assemble(base, start, size, preprocessing, augmentation, head_layers, spec, precision):
+    """The :class:`FineTunedNetwork` of these layers with the cut at ``start``."""
+    with precision_scope(precision):
+        bottom, top = split_base(base, start)
+        inputs = keras.Input((size, size, 3), name="image")
+        x = inputs if augmentation is None else augmentation(inputs)
+        x = preprocessing(x)
         frozen = None
         if bottom is not None:
             bottom.trainable = False
@@ -415,11 +440,11 @@ def build_finetuned_network(spec, base_model, *, weights, size, seed, layer, unf
             if augmentation is None:
                 frozen = keras.Model(inputs, x, name="frozen")
         network = FineTunedNetwork(model=None, base=base, start=start, frozen=frozen, top=top,
-                                   head_layers=head_layers, spec=spec)
+                                   head_layers=head_layers, spec=spec,
+                                   preprocessing=preprocessing, augmentation=augmentation,
+                                   precision=precision, input_size=size)
         network.model = keras.Model(inputs, network.top_and_head(x), name="finetuned")
-        if seed is not None:
-            draw_initial_weights(network, seed, random_base=spec is not None and weights is None)
-        return network
+    return network
 
 
 def draw_initial_weights(network, seed, *, random_base):

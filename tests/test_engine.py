@@ -7,12 +7,14 @@ trained by two threads at once, trace its steps once, and keep memory bounded.
 import logging
 import threading
 
+import keras
 import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import skconvnet
-from skconvnet._engine import NETWORK_POOL
+from skconvnet._engine import NETWORK_POOL, Trainer
+from skconvnet._training import ArraySource, TrainingBatches, fit_loop
 from skconvnet.testing import make_shapes, tiny_classifier, tiny_regressor
 
 
@@ -32,11 +34,11 @@ def fresh_pool():
     skconvnet.set_network_pool_size(previous)
 
 
-def fresh_build(estimator, X, y):
+def fresh_build(estimator, X, y, **fit_params):
     """The estimator fitted on a network built for it alone (the pool keeps none)."""
     previous = skconvnet.set_network_pool_size(0)
     try:
-        return estimator.fit(X, y)
+        return estimator.fit(X, y, **fit_params)
     finally:
         skconvnet.set_network_pool_size(previous)
 
@@ -77,10 +79,54 @@ def test_fits_of_other_rates_reuse_the_traced_steps(fresh_pool, shapes):
 
 def test_other_signatures_get_their_own_networks(fresh_pool, shapes):
     X, y = shapes
-    for unfreeze in (0, 1, 2):
-        tiny_classifier(unfreeze=unfreeze).fit(X, y)
+    for head_units in (0, 4, 8):
+        tiny_classifier(head_units=head_units).fit(X, y)
     tiny_regressor().fit(X, y * 1.0)
     assert fresh_pool.built == 4 and len(fresh_pool._idle) == 4
+
+
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_every_depth_is_a_view_of_one_network(fresh_pool, shapes, cache):
+    """One build serves every unfreeze depth, in any order, each as a fresh build would."""
+    X, y = shapes
+    expected = {depth: fresh_build(tiny_classifier(unfreeze=depth, cache=cache), X, y)
+                .predict_proba(X) for depth in (2, 0, "all", 1)}
+    skconvnet.clear_session()  # the networks those predictions were made on
+    built = fresh_pool.built
+    depths = (2, 0, "all", 1, 2)
+    fitted = []
+    for depth in depths:
+        fitted.append(tiny_classifier(unfreeze=depth, cache=cache).fit(X, y))
+        if len(fitted) > 1:  # loads another depth's weights into the network in between
+            fitted[-2].predict_proba(X[:3])
+    assert fresh_pool.built == built + 1 and len(fresh_pool._idle) == 1
+    for depth, estimator in zip(depths, fitted):  # each predicts with its own weights
+        np.testing.assert_array_equal(estimator.predict_proba(X), expected[depth])
+    assert fresh_pool.built == built + 1
+
+
+@pytest.mark.parametrize("cache", [None, "memory"])
+def test_fits_with_and_without_sample_weights_train_one_network_alike(fresh_pool, shapes,
+                                                                      cache):
+    """Batches with and without weights need traced steps of their own, on one network;
+    each fit must still train as on a fresh build (a compiled model shared by two
+    trainers once made the third fit train with the second one's optimizer)."""
+    X, y = shapes
+    weights = np.linspace(0.5, 1.5, len(X))
+    expected = {use: fresh_build(tiny_classifier(unfreeze=1, cache=cache), X, y,
+                                 sample_weight=weights if use else None).predict_proba(X)
+                for use in (False, True)}
+    for use in (False, True, False, True):
+        fitted = tiny_classifier(unfreeze=1, cache=cache).fit(
+            X, y, sample_weight=weights if use else None)
+        np.testing.assert_array_equal(fitted.predict_proba(X), expected[use])
+
+
+def test_a_trainer_refuses_a_model_another_trainer_compiled():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    Trainer(model, keras.optimizers.SGD, "mse", [])
+    with pytest.raises(RuntimeError, match="is compiled by another trainer"):
+        Trainer(model, keras.optimizers.SGD, "mse", [])
 
 
 def test_the_pool_has_a_ceiling(fresh_pool, shapes):
@@ -134,7 +180,7 @@ def test_a_grid_search_prints_no_retracing_warning(fresh_pool, shapes, capfd, ca
     captured = capfd.readouterr()
     logged = caplog.text + captured.out + captured.err
     assert "retracing" not in logged
-    assert fresh_pool.built == 2  # one network per unfreeze value
+    assert fresh_pool.built == 1  # one network, seen at each unfreeze depth
 
 
 def test_the_pool_size_is_validated():
@@ -142,3 +188,66 @@ def test_the_pool_size_is_validated():
         skconvnet.set_network_pool_size(-1)
     with pytest.raises(ValueError, match="got 'many'"):
         skconvnet.set_network_pool_size("many")
+
+
+class _AsPyDataset(keras.utils.PyDataset):
+    """skconvnet's batches as Keras' fit takes them."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.batches[i]
+
+    def on_epoch_end(self):
+        self.batches.on_epoch_end()
+
+
+def _fit_both_ways(shuffle, with_weights):
+    """(weights, history) after fit_loop and after keras.Model.fit, on one initial model."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(44, 5)).astype("float32"), rng.integers(0, 2, 44).astype("float32")
+    weights = rng.uniform(0.5, 2.0, 44) if with_weights else None
+    results = []
+    for use_keras in (False, True):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"),
+                                  keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy", metrics=["accuracy"])
+        train = TrainingBatches(ArraySource([x]), np.arange(36), y, weights, 8, 0, shuffle)
+        validation = TrainingBatches(ArraySource([x]), np.arange(36, 44), y, None, 8, 0, False)
+        history = keras.callbacks.History()
+        callbacks = [history, keras.callbacks.EarlyStopping("val_loss", patience=2,
+                                                            restore_best_weights=True)]
+        if use_keras:
+            model.fit(_AsPyDataset(train), validation_data=_AsPyDataset(validation),
+                      epochs=12, callbacks=callbacks, verbose=0, shuffle=False)
+        else:
+            fit_loop(model, train, validation, 12, callbacks)
+        results.append((model.get_weights(), history.history))
+    return results
+
+
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_the_fit_loop_trains_as_keras_fit_does(with_weights):
+    """The same steps on the same batches, the same logs and early stopping, on any backend
+    (in a fixed order: Keras' own adapters differ between backends in when they reshuffle)."""
+    (loop_weights, loop_logs), (fit_weights, fit_logs) = _fit_both_ways(False, with_weights)
+    for ours, theirs in zip(loop_weights, fit_weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    assert loop_logs.keys() == fit_logs.keys() and len(loop_logs["loss"]) == len(fit_logs["loss"])
+    for name in fit_logs:
+        np.testing.assert_allclose(loop_logs[name], fit_logs[name], rtol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the order of fit's reshuffles is TensorFlow's data adapter's")
+def test_the_fit_loop_shuffles_as_keras_fit_did_on_tensorflow():
+    """So every result recorded with fit (benchmarks/README.md) is what the loop gives."""
+    (loop_weights, _), (fit_weights, _) = _fit_both_ways(True, False)
+    for ours, theirs in zip(loop_weights, fit_weights):
+        np.testing.assert_array_equal(ours, theirs)

@@ -17,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skconvnet.testing import make_shapes, tiny_classifier
-from skconvnet import InvalidParameterError
+from skconvnet import InvalidParameterError, _training
 from skconvnet.images import image_source
 
 
@@ -252,7 +252,7 @@ def test_joblib_round_trip_in_a_new_process_inside_pipeline_and_search(tmp_path,
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), model.predict_proba(X))
 
 
-def test_failed_fit_leaves_the_fitted_classifier_as_it_was(shapes):
+def test_failed_fit_leaves_the_fitted_classifier_as_it_was(shapes, monkeypatch):
     X, y = shapes
     clf = tiny_classifier().fit(X, y)
     before = clf.predict_proba(X)
@@ -263,18 +263,16 @@ def test_failed_fit_leaves_the_fitted_classifier_as_it_was(shapes):
         def on_train_batch_end(self, batch, logs=None):
             raise KeyboardInterrupt
 
-    original_fit = keras.Model.fit
+    original_fit_loop = _training.fit_loop
 
-    def interrupted_fit(self, *args, **kwargs):
-        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [Interrupt()]
-        return original_fit(self, *args, **kwargs)
+    def interrupted_fit_loop(model, train, validation, epochs, callbacks, *args, **kwargs):
+        return original_fit_loop(model, train, validation, epochs,
+                                 list(callbacks) + [Interrupt()], *args, **kwargs)
 
-    keras.Model.fit = interrupted_fit
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            clf.set_params(warmup_epochs=3).fit(X, y)
-    finally:
-        keras.Model.fit = original_fit
+    monkeypatch.setattr(_training, "fit_loop", interrupted_fit_loop)
+    with pytest.raises(KeyboardInterrupt):
+        clf.set_params(warmup_epochs=3).fit(X, y)
+    monkeypatch.undo()
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
@@ -397,7 +395,11 @@ def test_bad_cache_value(shapes):
 
 def test_bfloat16_training_learns_and_keeps_float32_outputs(shapes):
     X, y = shapes
-    clf = tiny_classifier(precision="bfloat16", unfreeze=1, warmup_epochs=4).fit(X, y)
+    # A long constant-rate warm-up, BatchNorm frozen: with 4 epochs and the tiny base's
+    # never-fitted BatchNorm statistics the score ranged 0.35-1.0 over 6 seeds; this setting
+    # scored 0.90-1.0 (TensorFlow) and 0.95-1.0 (JAX) over the same seeds.
+    clf = tiny_classifier(precision="bfloat16", unfreeze=1, warmup_epochs=15, train_bn=False,
+                          lr_schedule="constant").fit(X, y)
     assert keras.config.dtype_policy().name == "float32"
     assert clf.model_.get_layer("predictions").dtype_policy.name == "float32"
     assert clf.base_model_.get_layer("block3_conv").dtype_policy.name == "mixed_bfloat16"
