@@ -7,7 +7,7 @@ cache can save at all, given that the unfrozen top still trains forward and back
 Then, per fit, where its time went: the train and validation batches (the arithmetic;
 the first batch of a phase also holds the tracing of its step, when the step is new), and
 everything outside them (building, compiling, Python, data). Networks are reused across
-fits of a signature (skconvnet._engine), so only the first fit of each builds and traces.
+fits (skconvnet._engine): the first fit builds, the first fit of each depth traces.
 Usage: python benchmarks/grid_cache.py [--base efficientnet_lite0] [--weights imagenet]
        [--size 96] [--n 150] [--caches none memory folder]
 """
@@ -25,7 +25,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold  # noqa: E402
 import keras  # noqa: E402
 
 import skconvnet  # noqa: E402
-from skconvnet import FineTunedConvClassifier  # noqa: E402
+from skconvnet import FineTunedConvClassifier, _training, caching  # noqa: E402
 from skconvnet._engine import NETWORK_POOL  # noqa: E402
 from skconvnet.caching import clear_memory_cache  # noqa: E402
 from skconvnet.datasets import fetch_food_photos  # noqa: E402
@@ -50,13 +50,17 @@ def layer_flops(layer):
     return 0
 
 
-def compute_bound(base_name, size, unfreeze_values, warmup_epochs, epochs):
-    """Per-unfreeze arithmetic of an uncached and a cached fit, in full forward passes.
+def compute_bound(base_name, size, unfreeze_values, epochs, n_train, n_test):
+    """The search's arithmetic, in image passes through the whole base, per unfreeze value.
 
-    Uncached: every epoch runs the whole base forward, and phase 2 also runs the top
-    backward (about twice its forward). Cached: the warm-up runs the top once over
-    the bottom's outputs, phase 2 runs the top forward and backward each epoch; the
-    bottom's single pass per image is left out, so the bound is an upper one.
+    Each fit trains on ``n_train`` images and scores ``n_test``, with the routes of
+    ``skconvnet._training``. Uncached: the warm-up runs the base once per image (the
+    head then trains on those features), fine-tuning runs the whole base forward and its
+    top backward (about twice its forward) every epoch, scoring runs the base once per
+    held-out image. Cached: each image's frozen bottom runs once per depth for the whole
+    search (``n_train + n_test`` images, added per depth below), the warm-up runs the
+    top once, fine-tuning its top forward and backward every epoch, scoring the top alone.
+    The head's arithmetic is left out (it is the same on both routes and tiny).
     """
     base = build_base(get_base_spec(base_name), None, size)
     flops = [layer_flops(layer) for layer in base.layers]
@@ -65,10 +69,10 @@ def compute_bound(base_name, size, unfreeze_values, warmup_epochs, epochs):
     rows = []
     for unfreeze in unfreeze_values:
         top = 0 if unfreeze == 0 else sum(flops[weighted[-unfreeze]:]) / full
-        phase2 = epochs if unfreeze else 0
-        uncached = warmup_epochs + phase2 * (1 + 2 * top)
-        cached = top + phase2 * 3 * top
-        rows.append((unfreeze, top, uncached, cached))
+        finetune = epochs if unfreeze else 0
+        uncached = n_train * (1 + finetune * (1 + 2 * top)) + n_test
+        cached = n_train * (top + finetune * 3 * top) + n_test * top
+        rows.append((unfreeze, top, uncached, cached, (n_train + n_test) * (1 - top)))
     return full, rows
 
 
@@ -94,22 +98,35 @@ class BatchTimer(keras.callbacks.Callback):
 
 
 class FitProfile:
-    """Wraps keras.Model.fit and FineTunedConvClassifier.fit to time every fit's parts."""
+    """Wraps skconvnet's fit loop, its passes over images and FineTunedConvClassifier.fit
+    to time every fit's parts."""
 
     def __init__(self):
         self.fits, self.current = [], None
 
     def __enter__(self):
-        self.model_fit, self.estimator_fit = keras.Model.fit, FineTunedConvClassifier.fit
+        self.model_fit, self.estimator_fit = _training.fit_loop, FineTunedConvClassifier.fit
+        self.passes = (_training.predict_source, caching.predict_source)
         profile = self
 
-        def model_fit(model, *args, callbacks=None, **kwargs):
+        def timed_pass(original):
+            def predict_source(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    if profile.current is not None:  # inside a fit, not scoring
+                        profile.current["passes"] += time.perf_counter() - start
+            return predict_source
+
+        def model_fit(model, train, validation, epochs, callbacks, *args, **kwargs):
             callbacks = list(callbacks or []) + [BatchTimer(profile.current)]
-            return profile.model_fit(model, *args, callbacks=callbacks, **kwargs)
+            return profile.model_fit(model, train, validation, epochs, callbacks, *args,
+                                     **kwargs)
 
         def estimator_fit(estimator, *args, **kwargs):
             built = NETWORK_POOL.built
-            profile.current = {"batches": [], "phase_starts": []}
+            profile.current = {"batches": [], "phase_starts": [], "passes": 0.0}
             start = time.perf_counter()
             try:
                 return profile.estimator_fit(estimator, *args, **kwargs)
@@ -119,22 +136,32 @@ class FitProfile:
                 record["built"] = NETWORK_POOL.built - built
                 record["params"] = (estimator.unfreeze, estimator.learning_rate)
                 profile.fits.append(record)
+                profile.current = None
 
-        keras.Model.fit, FineTunedConvClassifier.fit = model_fit, estimator_fit
+        _training.fit_loop, FineTunedConvClassifier.fit = model_fit, estimator_fit
+        _training.predict_source = timed_pass(self.passes[0])
+        caching.predict_source = timed_pass(self.passes[1])
         return self
 
     def __exit__(self, *exc):
-        keras.Model.fit, FineTunedConvClassifier.fit = self.model_fit, self.estimator_fit
+        _training.fit_loop, FineTunedConvClassifier.fit = self.model_fit, self.estimator_fit
+        _training.predict_source, caching.predict_source = self.passes
 
     def rows(self):
-        """(fit, unfreeze, rate, built, wall, batches, outside, first-batch excess)."""
+        """(fit, unfreeze, rate, built, first at its depth, wall, batches, passes, outside,
+        first-batch excess)."""
+        seen = set()
         for i, record in enumerate(self.fits):
             batches = record["batches"]
             firsts = [batches[j] for j in record["phase_starts"] if j < len(batches)]
             typical = float(np.median(batches)) if batches else 0.0
             excess = sum(max(0.0, b - typical) for b in firsts)
-            yield (i + 1, *record["params"], record["built"], record["wall"], sum(batches),
-                   record["wall"] - sum(batches), excess)
+            unfreeze = record["params"][0]
+            first = "yes" if unfreeze not in seen else ""
+            seen.add(unfreeze)
+            yield (i + 1, *record["params"], record["built"], first, record["wall"],
+                   sum(batches), record["passes"],
+                   record["wall"] - sum(batches) - record["passes"], excess)
 
 
 def main():
@@ -155,21 +182,29 @@ def main():
     step = max(1, len(paths) // args.n)
     paths, labels = paths[::step][: args.n], labels[::step][: args.n]
     grid = {"unfreeze": [0, 3, 6], "learning_rate": [1e-4, 1e-5]}
-    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    n_splits = 3
+    cv = StratifiedKFold(n_splits, shuffle=True, random_state=0)
     print(f"GridSearchCV {grid}, cv=3, {args.base} ({args.weights}) @{args.size}, "
           f"{len(paths)} food photos (JPEG paths), warmup_epochs={args.warmup_epochs}, "
           f"epochs={args.epochs}, augment=None")
-    full, rows = compute_bound(args.base, args.size, grid["unfreeze"], args.warmup_epochs,
-                               args.epochs)
-    print(f"\nCompute bound ({full / 1e9:.1f} GFLOP per image through the whole base):")
-    print("| unfreeze | top's share of the base's FLOPs | uncached fit (full passes per image) "
-          "| cached fit (full passes per image) |")
-    print("|---|---|---|---|")
-    for unfreeze, top, uncached, cached in rows:
-        print(f"| {unfreeze} | {top:.2f} | {uncached:.1f} | {cached:.1f} |")
-    bound = sum(r[2] for r in rows) / sum(r[3] for r in rows)
-    print(f"The cache can speed the whole grid up by at most {bound:.1f}x "
-          "(arithmetic only, fixed costs per fit left out).")
+    n_test = len(paths) // n_splits
+    full, rows = compute_bound(args.base, args.size, grid["unfreeze"], args.epochs,
+                               len(paths) - n_test, n_test)
+    print(f"\nCompute bound ({full / 1e9:.2f} GFLOP per image through the whole base; image "
+          f"passes through the whole base per fit of {len(paths) - n_test} training and "
+          f"{n_test} held-out images):")
+    print("| unfreeze | top's share of the base's FLOPs | uncached fit | cached fit "
+          "| cached: the bottom once per image, per search |")
+    print("|---|---|---|---|---|")
+    for unfreeze, top, uncached, cached, bottom in rows:
+        print(f"| {unfreeze} | {top:.2f} | {uncached:.0f} | {cached:.0f} | {bottom:.0f} |")
+    fits_per_point = n_splits * len(grid["learning_rate"])
+    uncached_total = fits_per_point * sum(r[2] for r in rows)
+    cached_total = fits_per_point * sum(r[3] for r in rows) + sum(r[4] for r in rows)
+    print(f"The whole search (refit left out): {uncached_total:.0f} image passes uncached, "
+          f"{cached_total:.0f} cached: the cache can speed it up by at most "
+          f"{uncached_total / cached_total:.1f}x (arithmetic only, fixed costs per fit left "
+          "out).")
     if args.bound_only:
         return
     results, profiles = {}, {}
@@ -207,21 +242,29 @@ def main():
         times = [f"{r[1].cv_results_['mean_fit_time'][i]:.1f}" for r in results.values()]
         print(f"| {params} | " + " | ".join(times) + " |")
     for cache, rows in profiles.items():
-        print(f"\nWhere each fit's time went, cache={cache} (s; 'outside' = wall - batches, "
-              "'first-batch excess' = the first batches' time above a typical batch, i.e. "
-              "tracing):")
-        print("| fit | unfreeze | learning_rate | networks built | wall | batches | outside | "
-              "first-batch excess |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"\nWhere each fit's time went, cache={cache} (s; 'batches' = the train and "
+              "validation steps, 'passes' = passes over images outside the steps (the "
+              "warm-up's features, the frozen bottom into the cache), 'outside' = wall - "
+              "batches - passes, 'first-batch excess' = the first batches' time above a "
+              "typical batch, i.e. tracing):")
+        print("| fit | unfreeze | learning_rate | networks built | first fit at its depth | "
+              "wall | batches | passes | outside | first-batch excess |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for row in rows:
-            print("| {} | {} | {:g} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |".format(*row))
-        firsts = [r for r in rows if r[3]]
-        later = [r for r in rows if not r[3]]
+            print("| {} | {} | {:g} | {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.2f} |"
+                  .format(*row))
+        firsts = [r for r in rows if r[4]]
+        later = [r for r in rows if not r[4]]
         if later:
-            print(f"first fit of a signature: {np.mean([r[6] + r[7] for r in firsts]):.2f} s "
-                  f"outside the arithmetic on average ({len(firsts)} fits); later fits: "
-                  f"{np.mean([r[6] + r[7] for r in later]):.2f} s (max "
-                  f"{max(r[6] + r[7] for r in later):.2f} s, {len(later)} fits; target <= 0.5)")
+            outside = [r[8] + r[9] for r in firsts]
+            print(f"first fit at a depth (builds or traces): {np.mean(outside):.2f} s "
+                  f"outside the arithmetic on average ({len(firsts)} fits, "
+                  f"{sum(outside):.1f} s in all); later fits: "
+                  f"{np.mean([r[8] + r[9] for r in later]):.2f} s (max "
+                  f"{max(r[8] + r[9] for r in later):.2f} s, {len(later)} fits; target <= 0.5)")
+        arithmetic = sum(r[6] + r[7] - r[9] for r in rows)
+        print(f"batches and passes, first-batch excess left out: {arithmetic:.1f} s; the rest "
+              f"of the fits: {sum(r[5] for r in rows) - arithmetic:.1f} s")
     diffs = [np.abs(r[1].cv_results_["mean_test_score"] - first["mean_test_score"]).max()
              for r in results.values()]
     print(f"\nlargest difference in a mean CV score against cache={args.caches[0]}: "
