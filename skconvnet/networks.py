@@ -348,6 +348,8 @@ class FineTunedNetwork:
     augmentation : keras.Sequential or None
     precision : str
         The dtype policy's name (see :func:`skconvnet._runtime.precision_scope`).
+    input_size : int
+        The side of the square images the network takes.
     """
 
     model: keras.Model
