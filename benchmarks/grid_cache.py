@@ -98,14 +98,14 @@ class BatchTimer(keras.callbacks.Callback):
 
 
 class FitProfile:
-    """Wraps skconvnet's fit loop, its passes over images and FineTunedConvClassifier.fit
+    """Wraps keras.Model.fit, skconvnet's passes over images and FineTunedConvClassifier.fit
     to time every fit's parts."""
 
     def __init__(self):
         self.fits, self.current = [], None
 
     def __enter__(self):
-        self.model_fit, self.estimator_fit = _training.fit_loop, FineTunedConvClassifier.fit
+        self.model_fit, self.estimator_fit = keras.Model.fit, FineTunedConvClassifier.fit
         self.passes = (_training.predict_source, caching.predict_source)
         profile = self
 
@@ -119,10 +119,9 @@ class FitProfile:
                         profile.current["passes"] += time.perf_counter() - start
             return predict_source
 
-        def model_fit(model, train, validation, epochs, callbacks, *args, **kwargs):
+        def model_fit(model, *args, callbacks=None, **kwargs):
             callbacks = list(callbacks or []) + [BatchTimer(profile.current)]
-            return profile.model_fit(model, train, validation, epochs, callbacks, *args,
-                                     **kwargs)
+            return profile.model_fit(model, *args, callbacks=callbacks, **kwargs)
 
         def estimator_fit(estimator, *args, **kwargs):
             built = NETWORK_POOL.built
@@ -138,13 +137,13 @@ class FitProfile:
                 profile.fits.append(record)
                 profile.current = None
 
-        _training.fit_loop, FineTunedConvClassifier.fit = model_fit, estimator_fit
+        keras.Model.fit, FineTunedConvClassifier.fit = model_fit, estimator_fit
         _training.predict_source = timed_pass(self.passes[0])
         caching.predict_source = timed_pass(self.passes[1])
         return self
 
     def __exit__(self, *exc):
-        _training.fit_loop, FineTunedConvClassifier.fit = self.model_fit, self.estimator_fit
+        keras.Model.fit, FineTunedConvClassifier.fit = self.model_fit, self.estimator_fit
         _training.predict_source, caching.predict_source = self.passes
 
     def rows(self):

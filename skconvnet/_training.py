@@ -13,15 +13,13 @@ trains on depends on the route:
 Both draw batches from the same :class:`TrainingBatches`, so the two routes see
 the same batches in the same order. The models each phase trains come from the leased
 :class:`~skconvnet._engine.NetworkView`, compiled and traced once per network and depth
-and reused by every later fit; :func:`fit_loop` runs their compiled steps batch by batch,
-with Keras' callbacks, as ``fit`` would without its per-call set-up.
+and reused by every later fit.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import keras
@@ -45,7 +43,6 @@ __all__ = [
     "Recipe",
     "TrainingBatches",
     "ViewSource",
-    "fit_loop",
     "predict_through_cache",
     "recalibrate_batchnorm",
     "run_phases",
@@ -297,7 +294,7 @@ class BatchMixing:
                 labels[:, 0] if one_column else labels)
 
 
-class TrainingBatches:
+class TrainingBatches(keras.utils.PyDataset):
     """Training batches drawn from a source, reshuffled every epoch by our own generator.
 
     ``source`` may be swapped between phases (images, cached frozen outputs, the
@@ -309,6 +306,7 @@ class TrainingBatches:
     """
 
     def __init__(self, source, indices, targets, weights, batch_size, seed, shuffle, mix=None):
+        super().__init__()
         self.source, self.indices = source, np.asarray(indices)
         self.targets, self.weights = targets, weights
         self.batch_size, self.shuffle, self.mix = batch_size, shuffle, mix
@@ -579,89 +577,6 @@ def _metric(name):
     return name
 
 
-class _RunningMeans:
-    """An epoch's logs so far from its batches' logs, as Keras' metrics keep them: each
-    batch's value weighted by its number of images (the loss is the sample-weighted loss
-    of each batch; compiled ``metrics``, unlike ``weighted_metrics``, ignore weights)."""
-
-    def __init__(self):
-        self.sums, self.n_images = {}, 0
-
-    def add(self, logs, batch):
-        n_images = len(batch[1])
-        self.n_images += n_images
-        for name, value in logs.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value) * n_images
-
-    def means(self, prefix=""):
-        return {prefix + name: total / self.n_images for name, total in self.sums.items()}
-
-
-def fit_loop(model, train, validation, epochs, callbacks, verbose=0):
-    """Train ``model`` for ``epochs`` on ``train``'s batches, as ``model.fit`` would.
-
-    The same compiled step on the same batches in the same order, the same callback
-    calls (``stop_training`` honoured) and logs, without the set-up ``fit`` does on
-    every call (a data adapter and its iterator per epoch, a traced loop around the
-    step): on the cached route, where a phase is a dozen small steps, that set-up
-    took longer than the steps (``benchmarks/README.md``, issue #17).
-
-    ``validation``: batches scored after each epoch, logged as ``val_*``.
-    """
-    callback_list = keras.callbacks.CallbackList(
-        callbacks, add_history=False, add_progbar=verbose != 0, verbose=verbose,
-        epochs=epochs, steps=len(train), model=model)
-    model.stop_training = False
-    logs = {}
-    # Each phase starts on a fresh order. (Keras' fit reshuffled once as it set up its data
-    # adapter on TensorFlow; doing the same keeps every result bit for bit what fit gave.)
-    train.on_epoch_end()
-    callback_list.on_train_begin()
-    with ThreadPoolExecutor(1, thread_name_prefix="skconvnet-batches") as loader:
-        for epoch in range(epochs):
-            callback_list.on_epoch_begin(epoch)
-            running = _RunningMeans()
-            for step, batch in enumerate(_loaded_ahead(loader, train)):
-                callback_list.on_train_batch_begin(step)
-                running.add(model.train_on_batch(*batch, return_dict=True), batch)
-                callback_list.on_train_batch_end(step, running.means())
-                if model.stop_training:
-                    break
-            logs = running.means()
-            if validation is not None:
-                logs.update(_evaluate(model, validation, callback_list, loader))
-            train.on_epoch_end()
-            callback_list.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
-    if epochs > 0:  # as fit ends: an optimizer with use_ema puts the averages in place
-        model.optimizer.finalize_variable_values(model.trainable_weights)
-    callback_list.on_train_end(logs)
-
-
-def _loaded_ahead(loader, batches):
-    """``batches[0], batches[1], ...``, each loaded (decoded, for image files) in the
-    ``loader`` thread while the one before trains, as ``fit``'s data pipeline did."""
-    pending = loader.submit(batches.__getitem__, 0) if len(batches) else None
-    for step in range(len(batches)):
-        batch = pending.result()
-        if step + 1 < len(batches):
-            pending = loader.submit(batches.__getitem__, step + 1)
-        yield batch
-
-
-def _evaluate(model, batches, callback_list, loader):
-    """The ``val_*`` logs of ``model`` on ``batches``."""
-    running = _RunningMeans()
-    callback_list.on_test_begin()
-    for step, batch in enumerate(_loaded_ahead(loader, batches)):
-        callback_list.on_test_batch_begin(step)
-        running.add(model.test_on_batch(*batch, return_dict=True), batch)
-        callback_list.on_test_batch_end(step, running.means())
-    callback_list.on_test_end(running.means())
-    return running.means("val_")
-
-
 def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_iter_no_change,
                recipe=Recipe(), caller="", callbacks_of=None, verbose=0):
     """Train the leased network phase by phase; return the history, one record per epoch.
@@ -735,7 +650,8 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
         record = keras.callbacks.History()  # ours: it keeps the epochs of a fit that raised
         phase_callbacks.append(record)
         try:
-            fit_loop(trained, train, validation, phase.epochs, phase_callbacks, verbose)
+            trained.fit(train, validation_data=validation, epochs=phase.epochs,
+                        callbacks=phase_callbacks, verbose=verbose, shuffle=False)
         except (RuntimeError, ValueError):
             # Some backends' losses refuse NaN predictions (PyTorch's binary cross-entropy
             # raises) before the guard sees a NaN loss: the weights tell.

@@ -14,7 +14,6 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import skconvnet
 from skconvnet._engine import NETWORK_POOL, Trainer
-from skconvnet._training import ArraySource, TrainingBatches, fit_loop
 from skconvnet.testing import make_shapes, tiny_classifier, tiny_regressor
 
 
@@ -188,66 +187,3 @@ def test_the_pool_size_is_validated():
         skconvnet.set_network_pool_size(-1)
     with pytest.raises(ValueError, match="got 'many'"):
         skconvnet.set_network_pool_size("many")
-
-
-class _AsPyDataset(keras.utils.PyDataset):
-    """skconvnet's batches as Keras' fit takes them."""
-
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, i):
-        return self.batches[i]
-
-    def on_epoch_end(self):
-        self.batches.on_epoch_end()
-
-
-def _fit_both_ways(shuffle, with_weights):
-    """(weights, history) after fit_loop and after keras.Model.fit, on one initial model."""
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(44, 5)).astype("float32"), rng.integers(0, 2, 44).astype("float32")
-    weights = rng.uniform(0.5, 2.0, 44) if with_weights else None
-    results = []
-    for use_keras in (False, True):
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu"),
-                                  keras.layers.Dense(1, activation="sigmoid")])
-        model.compile(keras.optimizers.Adam(0.05), "binary_crossentropy", metrics=["accuracy"])
-        train = TrainingBatches(ArraySource([x]), np.arange(36), y, weights, 8, 0, shuffle)
-        validation = TrainingBatches(ArraySource([x]), np.arange(36, 44), y, None, 8, 0, False)
-        history = keras.callbacks.History()
-        callbacks = [history, keras.callbacks.EarlyStopping("val_loss", patience=2,
-                                                            restore_best_weights=True)]
-        if use_keras:
-            model.fit(_AsPyDataset(train), validation_data=_AsPyDataset(validation),
-                      epochs=12, callbacks=callbacks, verbose=0, shuffle=False)
-        else:
-            fit_loop(model, train, validation, 12, callbacks)
-        results.append((model.get_weights(), history.history))
-    return results
-
-
-@pytest.mark.parametrize("with_weights", [False, True])
-def test_the_fit_loop_trains_as_keras_fit_does(with_weights):
-    """The same steps on the same batches, the same logs and early stopping, on any backend
-    (in a fixed order: Keras' own adapters differ between backends in when they reshuffle)."""
-    (loop_weights, loop_logs), (fit_weights, fit_logs) = _fit_both_ways(False, with_weights)
-    for ours, theirs in zip(loop_weights, fit_weights):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
-    assert loop_logs.keys() == fit_logs.keys() and len(loop_logs["loss"]) == len(fit_logs["loss"])
-    for name in fit_logs:
-        np.testing.assert_allclose(loop_logs[name], fit_logs[name], rtol=1e-5)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="the order of fit's reshuffles is TensorFlow's data adapter's")
-def test_the_fit_loop_shuffles_as_keras_fit_did_on_tensorflow():
-    """So every result recorded with fit (benchmarks/README.md) is what the loop gives."""
-    (loop_weights, _), (fit_weights, _) = _fit_both_ways(True, False)
-    for ours, theirs in zip(loop_weights, fit_weights):
-        np.testing.assert_array_equal(ours, theirs)

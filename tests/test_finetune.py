@@ -17,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skconvnet.testing import make_shapes, tiny_classifier
-from skconvnet import InvalidParameterError, _training
+from skconvnet import InvalidParameterError
 from skconvnet.images import image_source
 
 
@@ -252,7 +252,7 @@ def test_joblib_round_trip_in_a_new_process_inside_pipeline_and_search(tmp_path,
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), model.predict_proba(X))
 
 
-def test_failed_fit_leaves_the_fitted_classifier_as_it_was(shapes, monkeypatch):
+def test_failed_fit_leaves_the_fitted_classifier_as_it_was(shapes):
     X, y = shapes
     clf = tiny_classifier().fit(X, y)
     before = clf.predict_proba(X)
@@ -263,16 +263,18 @@ def test_failed_fit_leaves_the_fitted_classifier_as_it_was(shapes, monkeypatch):
         def on_train_batch_end(self, batch, logs=None):
             raise KeyboardInterrupt
 
-    original_fit_loop = _training.fit_loop
+    original_fit = keras.Model.fit
 
-    def interrupted_fit_loop(model, train, validation, epochs, callbacks, *args, **kwargs):
-        return original_fit_loop(model, train, validation, epochs,
-                                 list(callbacks) + [Interrupt()], *args, **kwargs)
+    def interrupted_fit(self, *args, **kwargs):
+        kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [Interrupt()]
+        return original_fit(self, *args, **kwargs)
 
-    monkeypatch.setattr(_training, "fit_loop", interrupted_fit_loop)
-    with pytest.raises(KeyboardInterrupt):
-        clf.set_params(warmup_epochs=3).fit(X, y)
-    monkeypatch.undo()
+    keras.Model.fit = interrupted_fit
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            clf.set_params(warmup_epochs=3).fit(X, y)
+    finally:
+        keras.Model.fit = original_fit
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
