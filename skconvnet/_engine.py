@@ -95,11 +95,6 @@ class PooledNetwork:
         self._changed = set()
         self.owner = None
 
-    def set_weights(self, weights):
-        """``model.set_weights(weights)``: a fit's weights, for its predictions."""
-        self.model.set_weights(weights)
-        self.may_change()
-
     def keep(self, key, make, *, shared=True):
         """What is kept under ``key``, made by ``make()`` on first use (``shared``: see
         :meth:`NetworkView.keep`; a network seen whole shares everything it keeps)."""
@@ -160,9 +155,6 @@ class NetworkView:
         """What is kept under ``key``, made by ``make()`` on first use: this view's own,
         or, with ``shared``, the one every view of the network uses."""
         return self.pooled.keep(key if shared else (("view", self.key), key), make)
-
-    def view(self, key, make_network, mutable_of=None):
-        return self.pooled.view(key, make_network, mutable_of)
 
 
 class NetworkPool:
@@ -241,8 +233,9 @@ def set_network_pool_size(n_networks):
     ----------
     n_networks : int
         Each network kept costs its weights, its optimizer's slots and its traced steps
-        (for EfficientNet-Lite0 about 100 MiB). A grid search reuses one network per
-        grid point, so a handful is enough.
+        (for EfficientNet-Lite0 about 100 MiB). A grid search over ``unfreeze`` and
+        the learning rates uses one network (other parameters of the head, the input
+        size or the precision need one each), so a handful is enough.
 
     Returns
     -------
