@@ -458,8 +458,7 @@ class FullNetworkInputs:
 
     def base_outputs_in_training(self, images):
         """The base's outputs for a batch of images (no augmentation), in training mode."""
-        preprocessing = self.network.model.get_layer("preprocessing")
-        return self.network.base(preprocessing(images), training=True)
+        return self.network.base(self.network.preprocessing(images), training=True)
 
 
 #: The kinds of phase model that train the head alone on the base's outputs: the same
@@ -476,7 +475,7 @@ def _fixed_in_training(layer):
 def _features_model(network, fixed_head_layers):
     """``image -> preprocessing -> base (inference mode) -> fixed_head_layers``."""
     inputs = keras.Input(network.model.input.shape[1:], name="image")
-    x = network.model.get_layer("preprocessing")(inputs)
+    x = network.preprocessing(inputs)
     x = apply_layers(fixed_head_layers, network.base(x, training=False))
     return keras.Model(inputs, x, name="warmup_features")
 
@@ -513,15 +512,20 @@ class CachedBottomInputs:
         # A model of its own for each trainer: compiling a model another trainer compiled
         # would swap that trainer's optimizer (the one kept for prediction is never compiled).
         return (("cached-top", phase.trains_from),
-                lambda: model_on_arrays(self.bottom_outputs, network.top_and_head,
-                                        "finetuned_top"),
+                lambda: _top_and_head_on(self.bottom_outputs, network),
                 self.bottom_outputs)
 
 
+def _top_and_head_on(bottom_outputs, network):
+    """A new ``bottom outputs -> top -> head`` model over ``network``'s layers."""
+    return model_on_arrays(bottom_outputs, network.top_and_head, "finetuned_top")
+
+
 def top_and_head_model(pooled, bottom_outputs):
-    """The pooled network's ``bottom outputs -> top -> head`` model (built once, kept)."""
-    return pooled.keep(("model", "top-and-head"), lambda: model_on_arrays(
-        bottom_outputs, pooled.network.top_and_head, "finetuned_top"))
+    """The pooled network's ``bottom outputs -> top -> head`` model for predictions
+    (built once, kept, never compiled)."""
+    return pooled.keep(("model", "top-and-head"),
+                       lambda: _top_and_head_on(bottom_outputs, pooled.network))
 
 
 def predict_through_cache(pooled, key, cache, source, batch_size):
