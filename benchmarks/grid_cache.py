@@ -98,26 +98,28 @@ class BatchTimer(keras.callbacks.Callback):
 
 
 class FitProfile:
-    """Wraps keras.Model.fit, skconvnet's passes over images and FineTunedConvClassifier.fit
-    to time every fit's parts."""
+    """Wraps keras.Model.fit, skconvnet's passes over images (through the whole network, into
+    the cache, and the cached route's warm-up pass through the top) and
+    FineTunedConvClassifier.fit to time every fit's parts."""
 
     def __init__(self):
         self.fits, self.current = [], None
 
     def __enter__(self):
         self.model_fit, self.estimator_fit = keras.Model.fit, FineTunedConvClassifier.fit
-        self.passes = (_training.predict_source, caching.predict_source)
+        self.passes = (_training.predict_source, caching.predict_source,
+                       _training.call_on_arrays)
         profile = self
 
         def timed_pass(original):
-            def predict_source(*args, **kwargs):
+            def timed(*args, **kwargs):
                 start = time.perf_counter()
                 try:
                     return original(*args, **kwargs)
                 finally:
                     if profile.current is not None:  # inside a fit, not scoring
                         profile.current["passes"] += time.perf_counter() - start
-            return predict_source
+            return timed
 
         def model_fit(model, *args, callbacks=None, **kwargs):
             callbacks = list(callbacks or []) + [BatchTimer(profile.current)]
@@ -140,11 +142,13 @@ class FitProfile:
         keras.Model.fit, FineTunedConvClassifier.fit = model_fit, estimator_fit
         _training.predict_source = timed_pass(self.passes[0])
         caching.predict_source = timed_pass(self.passes[1])
+        _training.call_on_arrays = timed_pass(self.passes[2])  # the warm-up's pass over the top
         return self
 
     def __exit__(self, *exc):
         keras.Model.fit, FineTunedConvClassifier.fit = self.model_fit, self.estimator_fit
-        _training.predict_source, caching.predict_source = self.passes
+        (_training.predict_source, caching.predict_source,
+         _training.call_on_arrays) = self.passes
 
     def rows(self):
         """(fit, unfreeze, rate, built, first at its depth, wall, batches, passes, outside,
@@ -243,7 +247,8 @@ def main():
     for cache, rows in profiles.items():
         print(f"\nWhere each fit's time went, cache={cache} (s; 'batches' = the train and "
               "validation steps, 'passes' = passes over images outside the steps (the "
-              "warm-up's features, the frozen bottom into the cache), 'outside' = wall - "
+              "warm-up's features through the base or the cached top, the frozen bottom into "
+              "the cache), 'outside' = wall - "
               "batches - passes, 'first-batch excess' = the first batches' time above a "
               "typical batch, i.e. tracing):")
         print("| fit | unfreeze | learning_rate | networks built | first fit at its depth | "

@@ -111,7 +111,12 @@ end). Early cuts suit domains far from ImageNet."""),
     "input_size": ("int or None", """\
 Side of the square images fed to the base; every image is resized to it.
 ``None`` uses the base's default size (224 for VGG16)."""),
-    "batch_size": ("int", "Images per forward pass (and per training step)."),
+    "batch_size": ("int", """\
+Images per forward pass (and per training step). Every prediction pass has
+this shape: fewer images (a short last batch, a single image) are padded with
+blank ones, so the network is traced once and an image gets the same result
+whichever batch it is in, on a GPU too. A smaller value lowers the latency of
+predicting a few images."""),
     "precision": ('{"float32", "bfloat16"}', """\
 ``"bfloat16"`` runs the network under Keras' ``mixed_bfloat16`` policy (float32
 weights, bfloat16 arithmetic): faster only on hardware with bfloat16 units

@@ -159,11 +159,7 @@ def predict_source(model, source, batch_size, *, verbose=0, on_failures=None):
             if failures and on_failures is not None:
                 on_failures(start, failures)
             count = len(batch)
-            if count < batch_size and n > batch_size:
-                # Pad the short last batch: same shape as the others, no retracing.
-                pad = np.zeros((batch_size - count,) + batch.shape[1:], dtype=batch.dtype)
-                batch = np.concatenate([batch, pad])
-            results = model.predict_on_batch(batch)
+            results = model.predict_on_batch(padded_batch(batch, batch_size))
             results = results if isinstance(results, (list, tuple)) else [results]
             results = [keras.ops.convert_to_numpy(r)[:count] for r in results]
             if outputs is None:
@@ -186,7 +182,26 @@ def call_on_arrays(model, arrays, batch_size):
     n = len(arrays[0])
     outputs = []
     for start in range(0, n, batch_size):
-        batch = [array[start:start + batch_size] for array in arrays]
+        batch = [padded_batch(array[start:start + batch_size], batch_size) for array in arrays]
         result = model(batch[0] if len(batch) == 1 else batch, training=False)
-        outputs.append(keras.ops.convert_to_numpy(result).astype(np.float32, copy=False))
+        result = keras.ops.convert_to_numpy(result)[:min(batch_size, n - start)]
+        outputs.append(result.astype(np.float32, copy=False))
     return np.concatenate(outputs)
+
+
+def padded_batch(batch, batch_size):
+    """``batch`` with zero images appended up to ``batch_size``.
+
+    Every call of a model then sees one batch shape, whatever the number of
+    images: no new trace (or, on JAX, no new compilation of eager operations)
+    for a short last batch or a small input, and the same arithmetic for an
+    image whichever call it is in. On a GPU, a convolution of another batch
+    shape may run another algorithm and round differently (1e-4 relative on an
+    H100 under JAX, whose float32 convolutions use TF32), so predicting a
+    subset would not give the same probabilities as predicting the whole set.
+    """
+    count = len(batch)
+    if count == batch_size:
+        return batch
+    pad = np.zeros((batch_size - count,) + batch.shape[1:], dtype=batch.dtype)
+    return np.concatenate([batch, pad])

@@ -14,6 +14,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
 import skconvnet
 from skconvnet._engine import NETWORK_POOL, Trainer
+from skconvnet._runtime import call_on_arrays, predict_source
+from skconvnet._training import ArraySource
 from skconvnet.testing import make_shapes, tiny_classifier, tiny_regressor
 
 
@@ -180,6 +182,33 @@ def test_a_grid_search_prints_no_retracing_warning(fresh_pool, shapes, capfd, ca
     logged = caplog.text + captured.out + captured.err
     assert "retracing" not in logged
     assert fresh_pool.built == 1  # one network, seen at each unfreeze depth
+
+
+class ShapeRecorder:
+    """A stand-in model: the sum of each image, and the shape of every batch it was given."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def __call__(self, batch, training=False):
+        self.shapes.append(batch.shape)
+        return batch.sum(axis=(1, 2, 3))
+
+    predict_on_batch = __call__
+
+
+@pytest.mark.parametrize("n", [1, 5, 8, 13])
+def test_every_batch_a_model_sees_has_one_shape(n):
+    """A short last batch and an input smaller than one batch are padded: one trace, and on
+    a GPU one convolution algorithm, so an image gets the same arithmetic whichever call
+    it is in (an H100 under JAX gave a lone image other probabilities than the same image
+    in a full batch, 1e-4 apart, when the lone image ran as a batch of one)."""
+    images = np.arange(n * 2 * 2 * 3, dtype="float32").reshape(n, 2, 2, 3)
+    expected = images.sum(axis=(1, 2, 3))
+    model = ShapeRecorder()
+    np.testing.assert_array_equal(predict_source(model, ArraySource([images]), 8), expected)
+    np.testing.assert_array_equal(call_on_arrays(model, [images], 8), expected)
+    assert set(model.shapes) == {(8, 2, 2, 3)}
 
 
 def test_the_pool_size_is_validated():
