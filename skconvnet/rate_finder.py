@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 from ._finetune_base import FineTunedConvEstimator
 from ._training import Phase, scheduled_rate
@@ -26,6 +28,8 @@ __all__ = ["RateFinderResult", "suggest_learning_rate"]
 # The sweep stops once the smoothed loss exceeds this multiple of its minimum.
 _BLOW_UP = 4.0
 _SMOOTHING = 0.8
+# A sweep whose smoothed loss never drops this fraction below its start found no rate.
+_MIN_FALL = 0.01
 
 
 class _LossRecorder(keras.callbacks.Callback):
@@ -100,7 +104,9 @@ def suggest_learning_rate(estimator, X, y, *, min_rate=1e-7, max_rate=1.0, n_ste
     geometrically from ``min_rate`` to ``max_rate``, with the estimator's
     optimizer and recipe; it stops early once the loss has blown up (4x its
     smoothed minimum). The suggestion is a tenth of the rate of the lowest
-    smoothed loss. With ``unfreeze=0`` the warm-up itself is swept.
+    smoothed loss. With ``unfreeze=0`` the warm-up itself is swept. Where the
+    smoothed loss never falls 1% below its start, a ``ConvergenceWarning`` says
+    the suggestion means nothing.
 
     Parameters
     ----------
@@ -128,8 +134,8 @@ def suggest_learning_rate(estimator, X, y, *, min_rate=1e-7, max_rate=1.0, n_ste
     >>> from skconvnet import suggest_learning_rate
     >>> from skconvnet.testing import make_shapes, tiny_classifier
     >>> X, y = make_shapes(32)
-    >>> rate = suggest_learning_rate(tiny_classifier(unfreeze=2), X, y, n_steps=20)
-    >>> 1e-7 < rate < 1.0
+    >>> rate = suggest_learning_rate(tiny_classifier(unfreeze=2), X, y, n_steps=40)
+    >>> 1e-3 < rate < 1.0
     True
     """
     if min_rate >= max_rate:
@@ -162,7 +168,17 @@ def suggest_learning_rate(estimator, X, y, *, min_rate=1e-7, max_rate=1.0, n_ste
     if not finite.any():
         raise ValueError("The rate range test saw no finite loss; check X and y.")
     best = int(np.argmin(np.where(finite, smoothed, np.inf)))
-    result = RateFinderResult(rates[best] / 10.0, rates, losses, swept["phase"])
+    rate = rates[best] / 10.0
+    if smoothed[best] > (1 - _MIN_FALL) * smoothed[0]:
+        # The loss never fell: the rate of its lowest point is the noise's choice.
+        warnings.warn(
+            f"The loss did not fall during the rate range test: its lowest (smoothed) value, "
+            f"{smoothed[best]:.4g}, is within {_MIN_FALL:.0%} of its first, "
+            f"{smoothed[0]:.4g}, so the suggestion ({rate:.3g}) says nothing about the data. "
+            f"Sweep more steps (n_steps={n_steps} gave {n}), more images or a wider range "
+            f"(min_rate={min_rate!r}, max_rate={max_rate!r}) before using it.",
+            ConvergenceWarning, stacklevel=3)  # past validate_params, to the caller
+    result = RateFinderResult(rate, rates, losses, swept["phase"])
     if plot or ax is not None:
         _plot_sweep(result, ax)
     return result

@@ -44,10 +44,11 @@ def test_pipeline_on_arrays_and_on_paths_gives_the_same_features(image_files, im
 
 
 def test_pipeline_learns_shapes():
-    # 32 flattened random features separate the colours for every seed tried (0-5: 0.9-1.0);
-    # 8 average-pooled ones only for some.
+    # The 128 flattened random features of block2 separate the colours on TensorFlow and on
+    # PyTorch for every seed tried (0-5: 0.95-1.0); the 32 of block3 gave 0.80 on PyTorch
+    # with seed 0, the 8 average-pooled ones less.
     X, y = make_shapes(120, size=16)
-    pipe = Pipeline([("features", tiny_extractor(pooling="flatten")),
+    pipe = Pipeline([("features", tiny_extractor(layer="block2_pool", pooling="flatten")),
                      ("clf", LogisticRegression(max_iter=2000))]).fit(X[:80], y[:80])
     assert pipe.score(X[80:], y[80:]) >= 0.85
 

@@ -30,6 +30,12 @@ def _base_weights(clf):
             for layer in _base(clf).layers if layer.weights}
 
 
+# The tiny base cut at block2 with flattened features: 128 random features, enough for a
+# head to learn the coloured shapes from any random initialisation on every backend (the
+# whole base's 8 pooled or 32 flattened ones are not, for some seeds on PyTorch). Measured
+# over seeds 0-7 for each test that uses it, on TensorFlow and PyTorch.
+WIDE_FEATURES = dict(layer="block2_pool", pooling="flatten")
+
 CHECK_REASONS = {
     "check_sample_weight_equivalence_on_dense_data": (
         "minibatch gradient descent: a weight of 2 is not the same as a repeated image, "
@@ -53,8 +59,10 @@ def test_sklearn_estimator_checks(estimator, check):
 
 def test_head_learns_coloured_shapes():
     X, y = make_shapes(120, size=16)
-    clf = tiny_classifier(warmup_epochs=15, pooling="flatten").fit(X[:80], y[:80])
-    assert clf.score(X[80:], y[80:]) >= 0.85  # seeds 0-3 give 0.925-1.0
+    # Cut at block2 (128 flattened features): seeds 0-7 give 0.97-1.0 on TensorFlow and
+    # 0.93-1.0 on PyTorch; the whole base's 32 gave 0.75 on PyTorch with seed 0.
+    clf = tiny_classifier(warmup_epochs=15, **WIDE_FEATURES).fit(X[:80], y[:80])
+    assert clf.score(X[80:], y[80:]) >= 0.85
 
 
 def test_unfreeze_zero_leaves_every_base_weight_unchanged(shapes):
@@ -150,11 +158,11 @@ def test_binary_labels_of_any_type(shapes, labels):
 def test_multiclass():
     X, y = make_shapes(60, size=16, n_classes=3)
     labels = np.array(["red", "blue", "green"])[y]
-    clf = tiny_classifier(warmup_epochs=8).fit(X, labels)
+    clf = tiny_classifier(warmup_epochs=8, **WIDE_FEATURES).fit(X, labels)
     proba = clf.predict_proba(X)
     assert proba.shape == (60, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-    assert clf.score(X, labels) > 0.6
+    assert clf.score(X, labels) > 0.6  # seeds 0-7: 0.68-1.0 (TensorFlow), 0.67-1.0 (PyTorch)
     np.testing.assert_array_equal(clf.classes_[proba.argmax(1)], clf.predict(X))
 
 
@@ -322,9 +330,9 @@ def test_bad_input_gets_a_clear_error(shapes, params, y_change, match):
 
 def test_unseen_label_at_score_time_counts_as_wrong(shapes):
     X, y = shapes
-    clf = tiny_classifier(warmup_epochs=8).fit(X, y)
+    clf = tiny_classifier(warmup_epochs=8, **WIDE_FEATURES).fit(X, y)
     predicted = clf.predict(X)
-    assert (predicted == y).mean() > 0.6
+    assert (predicted == y).mean() > 0.6  # seeds 0-7: 0.95-1.0 (TensorFlow), 0.90-1.0 (PyTorch)
     unseen = np.where(y == 1, 5, y)  # label 5 was never seen in fit
     assert clf.score(X, unseen) == pytest.approx(((predicted == y) & (y == 0)).mean())
 

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 import skconvnet
 from skconvnet import FineTunedConvClassifier, suggest_learning_rate
@@ -584,6 +585,24 @@ def test_suggest_learning_rate_sweeps_and_suggests_a_tenth_of_the_best(shapes):
     best = int(np.argmin(rate.smoothed))
     assert float(rate) == pytest.approx(rate.rates[best] / 10)
     assert not hasattr(clf, "history_")  # the estimator itself is not fitted
+
+
+def test_suggest_learning_rate_warns_when_the_loss_never_falls(shapes):
+    # One batch of every image, no dropout, rates too small to move the weights: the loss
+    # stays at its start (up to rounding), so its lowest point is the noise's choice.
+    X, y = shapes
+    clf = tiny_classifier(unfreeze=2, dropout=0.0, batch_size=64)
+    message = r"did not fall .* within 1% of its first.*n_steps=10 gave 10"
+    with pytest.warns(ConvergenceWarning, match=message):
+        suggest_learning_rate(clf, X, y, min_rate=1e-12, max_rate=1e-11, n_steps=10)
+
+
+def test_suggest_learning_rate_is_silent_when_the_loss_falls(shapes):
+    X, y = shapes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        suggest_learning_rate(tiny_classifier(unfreeze=2), X, y, min_rate=1e-5, max_rate=10.0,
+                              n_steps=30)
 
 
 def test_suggest_learning_rate_sweeps_the_warmup_without_unfreezing(shapes):
