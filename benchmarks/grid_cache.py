@@ -97,18 +97,23 @@ class BatchTimer(keras.callbacks.Callback):
         self.record["phase_starts"].append(len(self.record["batches"]))
 
 
+#: skconvnet's passes over images outside the training steps, timed as "passes": through
+#: the whole network (the uncached warm-up's features), into the cache, and the cached
+#: warm-up's pass through the top.
+PASSES = [(_training, "predict_source"), (caching, "predict_source"),
+          (_training, "call_on_arrays")]
+
+
 class FitProfile:
-    """Wraps keras.Model.fit, skconvnet's passes over images (through the whole network, into
-    the cache, and the cached route's warm-up pass through the top) and
-    FineTunedConvClassifier.fit to time every fit's parts."""
+    """Wraps keras.Model.fit, the passes of :data:`PASSES` and FineTunedConvClassifier.fit
+    to time every fit's parts."""
 
     def __init__(self):
         self.fits, self.current = [], None
 
     def __enter__(self):
         self.model_fit, self.estimator_fit = keras.Model.fit, FineTunedConvClassifier.fit
-        self.passes = (_training.predict_source, caching.predict_source,
-                       _training.call_on_arrays)
+        self.passes = [getattr(module, name) for module, name in PASSES]
         profile = self
 
         def timed_pass(original):
@@ -140,15 +145,14 @@ class FitProfile:
                 profile.current = None
 
         keras.Model.fit, FineTunedConvClassifier.fit = model_fit, estimator_fit
-        _training.predict_source = timed_pass(self.passes[0])
-        caching.predict_source = timed_pass(self.passes[1])
-        _training.call_on_arrays = timed_pass(self.passes[2])  # the warm-up's pass over the top
+        for (module, name), original in zip(PASSES, self.passes):
+            setattr(module, name, timed_pass(original))
         return self
 
     def __exit__(self, *exc):
         keras.Model.fit, FineTunedConvClassifier.fit = self.model_fit, self.estimator_fit
-        (_training.predict_source, caching.predict_source,
-         _training.call_on_arrays) = self.passes
+        for (module, name), original in zip(PASSES, self.passes):
+            setattr(module, name, original)
 
     def rows(self):
         """(fit, unfreeze, rate, built, first at its depth, wall, batches, passes, outside,
@@ -248,9 +252,8 @@ def main():
         print(f"\nWhere each fit's time went, cache={cache} (s; 'batches' = the train and "
               "validation steps, 'passes' = passes over images outside the steps (the "
               "warm-up's features through the base or the cached top, the frozen bottom into "
-              "the cache), 'outside' = wall - "
-              "batches - passes, 'first-batch excess' = the first batches' time above a "
-              "typical batch, i.e. tracing):")
+              "the cache), 'outside' = wall - batches - passes, 'first-batch excess' = the "
+              "first batches' time above a typical batch, i.e. tracing):")
         print("| fit | unfreeze | learning_rate | networks built | first fit at its depth | "
               "wall | batches | passes | outside | first-batch excess |")
         print("|---|---|---|---|---|---|---|---|---|---|")

@@ -95,21 +95,19 @@ class PooledNetwork:
         self._changed = set()
         self.owner = None
 
-    def keep(self, key, make, *, shared=True):
-        """What is kept under ``key``, made by ``make()`` on first use (``shared``: see
-        :meth:`NetworkView.keep`; a network seen whole shares everything it keeps)."""
+    def keep(self, key, make):
+        """What is kept under ``key``, made by ``make()`` on first use."""
         if key not in self.kept:
             self.kept[key] = make()
         return self.kept[key]
 
-    def view(self, key, make_network, mutable_of=None):
+    def view(self, key, make_network, mutable_of):
         """The :class:`NetworkView` ``key`` of this network, made by ``make_network()``
         (a network over the same layers) on first use; ``mutable_of(network)``: the
-        variables a fit through it can change (default: all)."""
+        variables a fit through it can change."""
         def make():
             network = make_network()
-            return NetworkView(self, key, network,
-                               None if mutable_of is None else mutable_of(network))
+            return NetworkView(self, key, network, mutable_of(network))
         return self.keep(("view", key), make)
 
 
@@ -124,7 +122,7 @@ class NetworkView:
     kept as shared (a model that does not depend on the view: the head alone).
     """
 
-    def __init__(self, pooled, key, network, mutable=None):
+    def __init__(self, pooled, key, network, mutable):
         self.pooled, self.key, self.network = pooled, key, network
         self.model = network.model
         self.mutable = mutable

@@ -587,8 +587,9 @@ def run_phases(pooled, phases, inputs, train, validation, *, loss, metrics, n_it
 
     Parameters
     ----------
-    pooled : NetworkView or PooledNetwork
-        The network (its weights as the fit starts) and the trainers it keeps.
+    pooled : NetworkView
+        The network at the fit's depth (its weights as the fit starts) and the trainers
+        it keeps.
     phases : list of Phase
         Phases with 0 epochs are skipped.
     inputs : FullNetworkInputs or CachedBottomInputs
